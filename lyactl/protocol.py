@@ -1,0 +1,55 @@
+"""The backend protocol: what an ML backend must offer the core controller.
+
+The core never imports an ML framework. A backend (e.g. ``lyactl_torch``) implements
+:class:`Backend`; the adapter loop is::
+
+    stats = backend.statistics()          # every K steps, one host sync
+    out = controller.observe(stats)       # pure numpy, deterministic
+    for event in out.events: backend.apply(event)
+    for event in out.restores: backend.restore(event)
+    for event in out.releases: backend.release(event)
+    backend.set_penalty(out.penalty)      # optional feedback actuator
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from .groups import Constraint, Event, Group, GroupStats
+
+__all__ = ["Backend"]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """An ML backend driven by the core controller."""
+
+    def groups(self) -> Sequence[Group]:
+        """All groups of the model, in a fixed order (indices are stable for a run)."""
+        ...
+
+    def constraints(self) -> Sequence[Constraint]:
+        """Constraints between groups (GQA ties, minimum widths)."""
+        ...
+
+    def statistics(self) -> GroupStats:
+        """Per-group statistics since the last call (one host synchronisation)."""
+        ...
+
+    def apply(self, event: Event) -> None:
+        """Carry out an event (prune / freeze), keeping removed slices for restore."""
+        ...
+
+    def restore(self, event: Event) -> None:
+        """Undo a previously applied event exactly (weights and optimizer state)."""
+        ...
+
+    def release(self, event: Event) -> None:
+        """Drop the slices kept for an event: it can no longer be restored."""
+        ...
+
+    def set_penalty(self, strength: np.ndarray) -> None:
+        """Set a per-group sparsity-penalty strength (shape ``[n_groups]``, >= 0)."""
+        ...
