@@ -1,0 +1,211 @@
+"""TorchBackend: the :class:`lyactl.protocol.Backend` for PyTorch models.
+
+Ties together group discovery (:mod:`.groups`), statistics (:mod:`.stats`), surgery
+(:mod:`.surgery`), freezing (:mod:`.freeze`) and the proximal penalty (:mod:`.penalty`).
+
+Events: a PRUNE decision on a width group removes its units (decisions on the same axis
+in one event are applied as one cut); on a LAYER group it removes the block. A FREEZE
+decision freezes a LAYER group (width groups cannot be frozen). An event is applied
+atomically (on error, the parts already applied are undone). :meth:`restore` undoes a
+held event exactly: given an event whose ``event_id`` was applied it undoes that event;
+given another event, every held event containing one of its RESTORE decisions' groups
+is undone whole. :meth:`release` drops what is held (same matching).
+
+``record`` holds one dict per apply/restore: event id, kind, step, training FLOPs/token
+before and after, CUDA memory allocated before/after (None off CUDA), seconds spent.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from lyactl.errors import InvalidArgumentError, bad_arg
+from lyactl.groups import Action, Constraint, Event, Group, GroupKind, GroupStats
+
+from .flops import model_flops_per_token
+from .freeze import freeze_layer, unfreeze_layer, update_prefix
+from .groups import ArchitectureAdapter, Layout, adapter_for
+from .penalty import ProximalGroupLasso
+from .stats import ReductionPlan
+from .surgery import prune_units, remove_layer, restore_layer, restore_units
+
+__all__ = ["TorchBackend"]
+
+
+class TorchBackend:
+    """PyTorch backend.
+
+    Parameters
+    ----------
+    model, optimizer
+        The model (supported by an :class:`ArchitectureAdapter`) and its optimizer
+        (AdamW, Adam or SGD; any optimizer whose state tensors have the parameter's shape).
+    block : int
+        Units per MLP / channel group (keep widths at multiples of 64).
+    adapter : ArchitectureAdapter, optional
+        Default: the first of ``adapters`` (then the built-in GPT adapter) that supports it.
+    live, block_ids
+        Live unit ids and block ids of an already pruned model (see :mod:`.checkpoint`).
+    stats_dtype : torch.dtype
+        Accumulation dtype of the statistics.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, block: int = 64,
+                 adapter: ArchitectureAdapter | None = None, adapters: Sequence[ArchitectureAdapter] = (),
+                 live: dict[str, Sequence[int]] | None = None, block_ids: Sequence[int] | None = None,
+                 stats_dtype: torch.dtype = torch.float32) -> None:
+        self.model, self.optimizer = model, optimizer
+        self.adapter = adapter_for(model, adapters) if adapter is None else adapter
+        self.layout = Layout(model, self.adapter, block, live, block_ids)
+        self.stats_dtype = stats_dtype
+        self.plan = ReductionPlan(self.layout, stats_dtype)
+        self.prox = ProximalGroupLasso(self.plan)
+        self.record: list[dict[str, Any]] = []
+        self.held: dict[int, list[tuple[str, Any]]] = {}
+        self.held_groups: dict[int, set[int]] = {}
+        self.step = 0
+        self.last_stats_step = 0
+        self.loss: torch.Tensor | float = math.nan
+        self.lr: float | torch.Tensor | None = None
+        update_prefix(self.layout)
+
+    # ---- Backend protocol: description -------------------------------------------
+    def groups(self) -> Sequence[Group]:
+        return self.layout.groups
+
+    def constraints(self) -> Sequence[Constraint]:
+        return self.layout.cons
+
+    # ---- per-step inputs ----------------------------------------------------------
+    def observe_step(self, loss: torch.Tensor | float, lr: float | torch.Tensor | None = None) -> None:
+        """Count one optimizer step and keep its loss (a tensor is kept, not synced)."""
+        self.step += 1
+        self.loss = loss.detach() if isinstance(loss, torch.Tensor) else loss
+        self.lr = lr
+
+    def current_lr(self) -> float | torch.Tensor:
+        return self.optimizer.param_groups[0]["lr"] if self.lr is None else self.lr
+
+    def apply_penalty(self) -> None:
+        """The proximal group-lasso step (call after ``optimizer.step()``; no host sync)."""
+        self.prox.apply(self.current_lr())
+
+    def weight_decay(self) -> float:
+        """Decoupled weight decay of the first param group (0 for coupled L2)."""
+        pg = self.optimizer.param_groups[0]
+        decoupled = isinstance(self.optimizer, torch.optim.AdamW) or bool(pg.get("decoupled_weight_decay", False))
+        return float(pg.get("weight_decay", 0.0)) if decoupled else 0.0
+
+    def statistics(self) -> GroupStats:
+        """Per-group statistics since the last call; one host sync."""
+        interval = max(self.step - self.last_stats_step, 1)
+        self.last_stats_step = self.step
+        return self.plan.statistics(self.optimizer, self.layout.pruned_mask(), step=self.step,
+                                    lr=float(self.current_lr()), loss=self.loss, interval=interval,
+                                    weight_decay=self.weight_decay())
+
+    def set_penalty(self, strength: np.ndarray) -> None:
+        self.prox.set_strength(strength)
+
+    # ---- structural events --------------------------------------------------------
+    def _parts(self, event: Event) -> list[tuple[str, Any]]:
+        """Group an event's decisions into ordered operations: width cuts per axis, then layers."""
+        cuts: dict[str, list[int]] = {}
+        layers: list[tuple[str, int]] = []
+        for d in event.decisions:
+            if not 0 <= d.index < len(self.layout.groups) or self.layout.groups[d.index].name != d.group:
+                raise InvalidArgumentError(bad_arg("Decision.index", f"the index of group {d.group!r}", d.index))
+            g, ref = self.layout.groups[d.index], self.layout.refs[d.index]
+            if d.action is Action.PRUNE and g.kind is not GroupKind.LAYER:
+                cuts.setdefault(ref.axis, []).extend(ref.units)
+            elif d.action in (Action.PRUNE, Action.FREEZE) and g.kind is GroupKind.LAYER:
+                layers.append((d.action.value, ref.layer))
+            elif d.action is Action.FREEZE:
+                raise InvalidArgumentError(bad_arg(f"FREEZE of {d.group!r}", "a LAYER group", g.kind.value))
+        return [("cut", (axis, tuple(u))) for axis, u in cuts.items()] + [(a, b) for a, b in layers]
+
+    def _do(self, op: str, arg: Any) -> tuple[str, Any]:
+        L, opt = self.layout, self.optimizer
+        if op == "cut":
+            return "cut", prune_units(L, opt, *arg)
+        if op == "prune":
+            return "layer", remove_layer(L, opt, arg)
+        return "freeze", freeze_layer(L, arg)
+
+    def _undo(self, kind: str, rec: Any) -> None:
+        L, opt = self.layout, self.optimizer
+        if kind == "cut":
+            restore_units(L, opt, rec)
+        elif kind == "layer":
+            restore_layer(L, opt, rec)
+        else:
+            unfreeze_layer(L, rec)
+
+    def _measure(self) -> tuple[float, int | None]:
+        dev = self.plan.device
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+            return model_flops_per_token(self.model, self.adapter), torch.cuda.memory_allocated(dev)
+        return model_flops_per_token(self.model, self.adapter), None
+
+    def _rebuild(self) -> None:
+        update_prefix(self.layout)
+        self.plan = ReductionPlan(self.layout, self.stats_dtype)
+        self.prox.rebuild(self.plan)
+
+    def _log(self, kind: str, event: Event, before: tuple, t0: float) -> None:
+        after = self._measure()
+        self.record.append({"event_id": event.event_id, "kind": kind, "step": self.step,
+                            "flops_per_token_before": before[0], "flops_per_token_after": after[0],
+                            "cuda_allocated_before": before[1], "cuda_allocated_after": after[1],
+                            "seconds": time.perf_counter() - t0})
+
+    def apply(self, event: Event) -> None:
+        """Carry out ``event`` (prune / freeze), keeping what was removed for restore."""
+        if event.event_id in self.held:
+            raise InvalidArgumentError(bad_arg("event.event_id", "an event not applied yet", event.event_id))
+        t0, before = time.perf_counter(), self._measure()
+        done: list[tuple[str, Any]] = []
+        try:
+            for op, arg in self._parts(event):
+                done.append(self._do(op, arg))
+        except Exception:
+            for kind, rec in reversed(done):
+                self._undo(kind, rec)
+            self._rebuild()
+            raise
+        self.held[event.event_id] = done
+        self.held_groups[event.event_id] = {d.index for d in event.decisions if d.action in (Action.PRUNE, Action.FREEZE)}
+        self._rebuild()
+        self._log("apply", event, before, t0)
+
+    def _matching(self, event: Event) -> list[int]:
+        if event.event_id in self.held:
+            return [event.event_id]
+        wanted = {d.index for d in event.decisions}
+        return [eid for eid, gs in self.held_groups.items() if gs & wanted]
+
+    def restore(self, event: Event) -> None:
+        """Undo held events matching ``event`` exactly (weights and optimizer state)."""
+        ids = self._matching(event)
+        if not ids:
+            raise InvalidArgumentError(bad_arg("restore(event)", "an applied, unreleased event", event.event_id))
+        t0, before = time.perf_counter(), self._measure()
+        for eid in sorted(ids, reverse=True):
+            for kind, rec in reversed(self.held.pop(eid)):
+                self._undo(kind, rec)
+            self.held_groups.pop(eid)
+        self._rebuild()
+        self._log("restore", event, before, t0)
+
+    def release(self, event: Event) -> None:
+        """Drop what is held for matching events: they can no longer be restored."""
+        for eid in self._matching(event):
+            self.held.pop(eid)
+            self.held_groups.pop(eid)

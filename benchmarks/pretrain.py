@@ -1,0 +1,120 @@
+"""GPT pretraining benchmark: dense vs lyactl vs the dense frontier and the sceptic's baselines.
+
+One command reproduces a benchmark (``--preset h200`` on a GPU machine; ``--preset tiny``
+runs the same code on CPU in seconds, as the tests do)::
+
+    python benchmarks/pretrain.py run --preset h200 --data ../shared/data --devices 0,1,2,3 \\
+        --out runs/pretrain --name pretrain_h200
+
+Stages: stage 1 runs "dense", "lyactl", "freeze" and the "frontier" sizes; stage 2 the arms
+derived from lyactl's seed-0 run ("lyactl-arch-scratch", "small-dense", "dense-short",
+"random", "magnitude", "taylor"); ``--stage all`` runs both (dependencies are respected).
+Every job writes ``<out>/<id>.json``; ``merge`` gathers them into
+``benchmarks/results/<name>.json`` in the schema of docs/results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from arms import PRESETS, plan  # noqa: E402
+from orchestrate import run_jobs  # noqa: E402
+
+__all__ = ["main"]
+
+
+def _prepare(corpus: Path, preset: dict, work: Path) -> Path:
+    """Tokenize the split once (train stream and validation documents) into ``work``."""
+    import numpy as np
+    from tokenizers import Tokenizer
+
+    from lyactl_torch.corpus import encode_documents, load_documents, split_documents, train_bpe
+
+    meta_path = work / "meta.json"
+    if meta_path.exists():
+        return work
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    docs = load_documents(corpus, preset["sources"])
+    split = split_documents(docs, preset["val_fraction"], preset["split_seed"])
+    tok_path = preset["tokenizer"] or train_bpe([d.text for d in split.train], preset["vocab"], work / "tokenizer.json")
+    tok = Tokenizer.from_file(str(tok_path))
+    np.save(work / "train.npy", encode_documents(tok, split.train).astype(np.uint16))
+    val = [{"doc_id": d.doc_id, "src": d.src, "text": d.text} for d in split.val]
+    (work / "val.json").write_text(json.dumps(val))
+    rec = split.record() | {"tokenizer": str(tok_path), "prepare_s": time.perf_counter() - t0}
+    meta_path.write_text(json.dumps(rec))
+    return work
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    preset = PRESETS[args.preset]
+    work = _prepare(args.corpus or args.data / "corpus", preset, args.out / "work")
+    jobs = plan(preset, args.stage, work=str(work), data=str(args.data), out=str(args.out))
+    if args.only:
+        keep = set(args.only.split(","))
+        jobs = [j for j in jobs if j["id"] in keep or j["arm"] in keep]
+    devices = args.devices.split(",")
+    status = run_jobs(jobs, devices, args.out, timeout_s=args.timeout)
+    print(json.dumps(status, indent=1))
+    cmd_merge(argparse.Namespace(out=args.out, name=args.name, results=args.results, preset=args.preset))
+    return 0 if all(s == "done" for s in status.values()) else 1
+
+
+def cmd_job(args: argparse.Namespace) -> int:
+    from job import run_job
+
+    spec = json.loads(Path(args.spec).read_text())
+    result = run_job(spec, Path(args.out))
+    (Path(args.out) / f"{spec['id']}.json").write_text(json.dumps(result))
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from report import merge
+
+    merged = merge(Path(args.out), args.name, args.preset)
+    args.results.mkdir(parents=True, exist_ok=True)
+    path = args.results / f"{args.name}.json"
+    path.write_text(json.dumps(merged, indent=1))
+    print(f"wrote {path} ({len(merged['arms'])} arm runs)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    run = sub.add_parser("run", help="prepare data, run the jobs of a stage, merge")
+    run.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    run.add_argument("--stage", choices=["1", "2", "all"], default="all")
+    run.add_argument("--data", type=Path, default=Path("../shared/data"))
+    run.add_argument("--corpus", type=Path, default=None, help="corpus folder (default DATA/corpus)")
+    run.add_argument("--devices", default="cpu", help="comma-separated CUDA device ids, or 'cpu'")
+    run.add_argument("--out", type=Path, default=Path("runs/pretrain"))
+    run.add_argument("--name", default="pretrain")
+    run.add_argument("--results", type=Path, default=Path("benchmarks/results"))
+    run.add_argument("--only", default="", help="comma-separated job ids or arm names")
+    run.add_argument("--timeout", type=float, default=3600.0)
+    run.set_defaults(fn=cmd_run)
+    job = sub.add_parser("job", help="run one job spec (used by the orchestrator)")
+    job.add_argument("spec")
+    job.add_argument("--out", required=True)
+    job.set_defaults(fn=cmd_job)
+    mrg = sub.add_parser("merge", help="gather job results into one results file")
+    mrg.add_argument("--out", type=Path, default=Path("runs/pretrain"))
+    mrg.add_argument("--name", default="pretrain")
+    mrg.add_argument("--preset", choices=sorted(PRESETS), default="h200")
+    mrg.add_argument("--results", type=Path, default=Path("benchmarks/results"))
+    mrg.set_defaults(fn=cmd_merge)
+    args = ap.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,99 @@
+"""Gather the jobs of a pretraining benchmark into one results file, with paired tests.
+
+Schema (docs/results.md): ``{"name", "gpu", "tokens", "arms": [{"arm", "seed", "wall_s",
+"train_flops", "val_bpb", "hellaswag_acc_norm", "mmlu_acc", ...}], "paired": [...],
+"summary": {...}}``. Per-item evaluation scores are used here for the paired tests against
+"dense" on the same seed (paired bootstrap over documents / items, exact McNemar) and then
+left out of the file, which would otherwise be tens of MB.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from scipy import stats as sstats
+
+__all__ = ["merge", "seed_paired"]
+
+_KEEP = ("id", "arm", "seed", "model", "steps", "tokens", "n_params", "n_params_final", "final_shapes", "final_d",
+         "frozen_prefix", "wall_s", "compile_s", "eval_s", "train_flops", "val_bpb", "val_bpb_by_source",
+         "endings_acc_norm", "lambada_acc", "hellaswag_acc_norm", "mmlu_acc", "peak_mem_gib", "fpt", "gpu",
+         "n_events", "final_loss")
+
+
+def _load(out: Path) -> list[dict]:
+    runs = []
+    for p in sorted(out.glob("*.json")):
+        if p.name.endswith(".spec.json") or p.name == "status.json":
+            continue
+        runs.append(json.loads(p.read_text()))
+    return runs
+
+
+def seed_paired(a: list[float], b: list[float]) -> dict:
+    """Mean relative difference ``(a_s - b_s) / b_s`` over paired seeds with a t-interval (95%)."""
+    d = np.array([(x - y) / y for x, y in zip(a, b)], dtype=float)
+    n = len(d)
+    mean = float(d.mean()) if n else math.nan
+    if n < 2:
+        return {"mean_rel": mean, "ci_low": math.nan, "ci_high": math.nan, "n": n}
+    half = float(sstats.t.ppf(0.975, n - 1) * d.std(ddof=1) / math.sqrt(n))
+    return {"mean_rel": mean, "ci_low": mean - half, "ci_high": mean + half, "n": n}
+
+
+def _paired_items(runs: list[dict]) -> list[dict]:
+    from lyactl_torch.evaluate import compare
+
+    dense = {r["seed"]: r for r in runs if r["arm"] == "dense"}
+    rows = []
+    for r in runs:
+        ref = dense.get(r["seed"])
+        if r["arm"] == "dense" or ref is None or "eval" not in r or "eval" not in ref:
+            continue
+        cmp = compare({"tasks": r["eval"]}, {"tasks": ref["eval"]})
+        rows.append({"arm": r["arm"], "id": r["id"], "seed": r["seed"], "vs": ref["id"], "tests": cmp})
+    return rows
+
+
+def _summary(runs: list[dict]) -> dict:
+    by = lambda arm: {r["seed"]: r for r in runs if r["arm"] == arm}  # noqa: E731
+    dense, out = by("dense"), {}
+    for arm in sorted({r["arm"] for r in runs} - {"dense", "frontier"}):
+        own = by(arm)
+        seeds = sorted(set(own) & set(dense))
+        if not seeds:
+            continue
+        out[arm] = {
+            "seeds": seeds,
+            "wall_ratio": seed_paired([own[s]["wall_s"] for s in seeds], [dense[s]["wall_s"] for s in seeds]),
+            "flops_ratio": seed_paired([own[s]["train_flops"] for s in seeds], [dense[s]["train_flops"] for s in seeds]),
+            "val_bpb": seed_paired([own[s]["val_bpb"] for s in seeds], [dense[s]["val_bpb"] for s in seeds]),
+        }
+    if len(dense) > 1:
+        v = [r["val_bpb"] for r in dense.values()]
+        out["dense_seed_spread"] = {"min": min(v), "max": max(v), "rel_range": (max(v) - min(v)) / np.mean(v)}
+    return out
+
+
+def merge(out: Path, name: str, preset: str) -> dict:
+    """Read ``out/*.json`` job results; return the results document."""
+    runs = _load(out)
+    for r in runs:
+        r["n_events"] = len(r.get("events", []))
+        r["final_loss"] = r["losses"][-1][1] if r.get("losses") else None
+    arms = [{k: r.get(k) for k in _KEEP if k in r} for r in runs]
+    dense = [r for r in runs if r["arm"] == "dense"]
+    decisions = [{"id": r["id"], "events": r.get("events", [])} for r in runs if r.get("events")]
+    return {
+        "name": name,
+        "preset": preset,
+        "gpu": next((r.get("gpu") for r in runs if r.get("gpu")), "cpu"),
+        "tokens": dense[0]["tokens"] if dense else None,
+        "arms": arms,
+        "paired": _paired_items(runs),
+        "summary": _summary(runs),
+        "events": decisions,
+    }

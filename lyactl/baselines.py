@@ -1,0 +1,174 @@
+"""The baselines a sceptic demands: lyactl's schedule with another selection rule.
+
+A :class:`ReplayController` replays a recorded schedule of events (at which report step
+how many groups of each kind were pruned, how many bottom layers were frozen) but chooses
+*which* groups by a plain score instead of by certificates: random, magnitude or first-order
+Taylor. It answers the controller's ``observe(stats)`` interface, so the same backend loop
+runs it. Its decisions carry a certificate whose verdict is UNKNOWN and whose monitor names
+the rule: they are not certified, and an audit says so.
+
+Scores (lower = pruned first), per group ``g`` with ``n_g`` parameters:
+
+* ``random``:    a seeded uniform draw per group (fixed for the run);
+* ``magnitude``: ``||w_g||^2 / n_g`` (mean squared weight);
+* ``taylor``:    ``|g_g . w_g|`` (first-order loss change of removing the group).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from .errors import InvalidArgumentError, bad_arg
+from .groups import Action, Certificate, Constraint, Decision, Event, Group, GroupKind, GroupStats
+from .verdict import Verdict
+
+__all__ = [
+    "ScheduledEvent",
+    "ReplayOutput",
+    "ReplayController",
+    "random_scores",
+    "magnitude_scores",
+    "taylor_scores",
+    "schedule_from_log",
+]
+
+ScoreRule = Callable[[GroupStats, Sequence[Group]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class ScheduledEvent:
+    """At the first report with ``step >= step``: prune ``prune[kind]`` groups of each kind
+    and freeze the bottom ``freeze_prefix`` layers (cumulative count of frozen layers)."""
+
+    step: int
+    prune: Mapping[str, int] = field(default_factory=dict)
+    freeze_prefix: int = 0
+
+
+@dataclass(frozen=True)
+class ReplayOutput:
+    """Same fields as the controller's output (the loop reads these)."""
+
+    events: tuple[Event, ...] = ()
+    restores: tuple[Event, ...] = ()
+    releases: tuple[Event, ...] = ()
+    penalty: np.ndarray | None = None
+    held: bool = False
+    reason: str = ""
+
+
+def random_scores(seed: int) -> ScoreRule:
+    """A rule giving each group a fixed seeded uniform score."""
+
+    def rule(stats: GroupStats, groups: Sequence[Group]) -> np.ndarray:
+        return np.random.default_rng(seed).random(len(groups))
+
+    rule.__name__ = f"random(seed={seed})"
+    return rule
+
+
+def magnitude_scores(stats: GroupStats, groups: Sequence[Group]) -> np.ndarray:
+    """Mean squared weight of each group."""
+    n = np.array([max(1, g.n_params) for g in groups], dtype=float)
+    return stats.w_sq / n
+
+
+def taylor_scores(stats: GroupStats, groups: Sequence[Group]) -> np.ndarray:
+    """``|g . w|`` of each group."""
+    return np.abs(stats.gw)
+
+
+class ReplayController:
+    """Replay ``schedule`` choosing groups by ``rule`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        groups: Sequence[Group],
+        constraints: Sequence[Constraint],
+        schedule: Sequence[ScheduledEvent],
+        rule: ScoreRule,
+    ) -> None:
+        self.groups = tuple(groups)
+        self.constraints = tuple(constraints)
+        self.schedule = tuple(sorted(schedule, key=lambda e: e.step))
+        self.rule = rule
+        self.alive = np.ones(len(self.groups), dtype=bool)
+        self.frozen = 0
+        self._next = 0
+        self._event_id = 0
+        kinds = {k.value for k in GroupKind}
+        for ev in self.schedule:
+            unknown = set(ev.prune) - kinds
+            if unknown:
+                raise InvalidArgumentError(bad_arg("ScheduledEvent.prune", f"kinds among {sorted(kinds)}", unknown))
+
+    def observe(self, stats: GroupStats) -> ReplayOutput:
+        """Apply every scheduled event whose step has come (one report may carry several)."""
+        stats.validate(len(self.groups))
+        if not math.isfinite(stats.loss):
+            return ReplayOutput(held=True, reason="non-finite loss")
+        events = []
+        while self._next < len(self.schedule) and self.schedule[self._next].step <= stats.step:
+            events.append(self._event(self.schedule[self._next], stats))
+            self._next += 1
+        return ReplayOutput(events=tuple(e for e in events if e.decisions))
+
+    def _event(self, ev: ScheduledEvent, stats: GroupStats) -> Event:
+        scores = np.asarray(self.rule(stats, self.groups), dtype=float)
+        scores = np.where(np.isfinite(scores), scores, np.inf)
+        decisions = [self._decision(stats, i, Action.PRUNE, scores) for i in self._choose(ev, scores)]
+        layers = [i for i, g in enumerate(self.groups) if g.kind is GroupKind.LAYER and self.alive[i]]
+        layers.sort(key=lambda i: self.groups[i].layer)
+        for i in layers[self.frozen : ev.freeze_prefix]:
+            decisions.append(self._decision(stats, i, Action.FREEZE, scores))
+        self.frozen = max(self.frozen, ev.freeze_prefix)
+        self._event_id += 1
+        return Event(self._event_id, stats.step, tuple(decisions), meta={"rule": self.rule.__name__})
+
+    def _choose(self, ev: ScheduledEvent, scores: np.ndarray) -> list[int]:
+        chosen: list[int] = []
+        for kind, count in sorted(ev.prune.items()):
+            cands = [i for i, g in enumerate(self.groups) if g.kind.value == kind and self.alive[i]]
+            for i in sorted(cands, key=lambda j: (scores[j], j)):
+                if len([c for c in chosen if self.groups[c].kind.value == kind]) >= count:
+                    break
+                self.alive[i] = False
+                if self._feasible():
+                    chosen.append(i)
+                else:
+                    self.alive[i] = True
+        return chosen
+
+    def _feasible(self) -> bool:
+        return all(int(self.alive[list(c.members)].sum()) >= c.min_keep for c in self.constraints if c.members)
+
+    def _decision(self, stats: GroupStats, i: int, action: Action, scores: np.ndarray) -> Decision:
+        cert = Certificate(
+            monitor=f"baseline:{self.rule.__name__}",
+            verdict=Verdict.UNKNOWN,
+            window=(stats.step, stats.step),
+            numbers={"score": float(scores[i]) if math.isfinite(scores[i]) else math.nan},
+            condition="none: selected by a baseline rule, not certified",
+            margin=math.nan,
+        )
+        return Decision(stats.step, self.groups[i].name, i, action, (cert,))
+
+
+def schedule_from_log(events: Sequence[Mapping], groups: Sequence[Group]) -> list[ScheduledEvent]:
+    """Turn a run's applied events (dicts with ``step`` and ``decisions``: each with
+    ``index`` and ``action``) into a schedule of counts per kind and frozen-prefix size."""
+    out, frozen = [], 0
+    for ev in events:
+        prune: dict[str, int] = {}
+        for d in ev["decisions"]:
+            g = groups[int(d["index"])]
+            if d["action"] == Action.PRUNE.value:
+                prune[g.kind.value] = prune.get(g.kind.value, 0) + 1
+            elif d["action"] == Action.FREEZE.value:
+                frozen += 1
+        out.append(ScheduledEvent(int(ev["step"]), prune, frozen))
+    return out

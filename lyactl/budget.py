@@ -1,0 +1,118 @@
+"""The compute-budget trajectory and the PI actuator that tracks it.
+
+Convention: ``phi(s)`` is the fraction of the dense model's training FLOPs per token that
+is saved at step ``s`` (pruned groups save ``flops_remove``, frozen ones ``flops_freeze``);
+tokens per step are constant, so the training-FLOP saving of a run of ``T`` steps is
+
+    S = (1/T) * sum_{u < T} phi(u).
+
+With ``A(s) = sum_{u < s} phi(u)`` already banked, the saving reaches the target ``S*`` if
+from ``s`` on at least
+
+    phi_req(s) = (S* T - A(s)) / (T - s)                                  (budget trajectory)
+
+is removed (derived and checked in ``theory/monitors.py``). The controller compares
+``phi(s)`` with ``phi_req(s)``; where certificates alone fall short (``e = phi_req - phi >
+0``) a PI law
+
+    u_k = clip(kp e_k + ki I_k, 0, u_max),   I_k = clip(I_{k-1} + e_k dt_k / tau, 0, u_max/ki)
+
+(clamped integrator = anti-windup) sets a group-sparsity penalty strength on the
+cheapest-to-lose groups (lowest ``|gw|`` per FLOP saved, :func:`cheapest_groups`), pushing
+them towards collapse; certificates still decide when a group may go.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InvalidArgumentError, bad_arg
+
+__all__ = ["BudgetConfig", "PIState", "required_fraction", "projected_saving", "pi_step", "cheapest_groups"]
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    """Target saving ``S*`` in (0, 1) over ``total_steps``; PI gains, integration time
+    constant ``tau`` in steps (default ``total_steps / 50``) and output cap ``u_max``."""
+
+    target: float
+    total_steps: int
+    kp: float = 5.0
+    ki: float = 5.0
+    u_max: float = 1.0
+    tau: float | None = None
+
+    @property
+    def tau_steps(self) -> float:
+        return float(self.tau) if self.tau is not None else max(self.total_steps / 50.0, 1.0)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.target < 1:
+            raise InvalidArgumentError(bad_arg("BudgetConfig.target", "a fraction in (0, 1)", self.target))
+        if not (isinstance(self.total_steps, int) and self.total_steps > 0):
+            raise InvalidArgumentError(bad_arg("BudgetConfig.total_steps", "an int > 0", self.total_steps))
+        if self.tau is not None and not self.tau > 0:
+            raise InvalidArgumentError(bad_arg("BudgetConfig.tau", "None or a number > 0", self.tau))
+        for name in ("kp", "ki", "u_max"):
+            if not getattr(self, name) >= 0:
+                raise InvalidArgumentError(bad_arg(f"BudgetConfig.{name}", "a number >= 0", getattr(self, name)))
+
+
+@dataclass(frozen=True)
+class PIState:
+    """Integrator ``I`` and last output ``u`` of the PI law."""
+
+    integral: float = 0.0
+    u: float = 0.0
+
+
+def required_fraction(target: float, total_steps: int, step: int, banked: float) -> float:
+    """``phi_req(s) = (S* T - A(s)) / (T - s)``, clipped to [0, 1]; 0 once ``s >= T``.
+
+    ``banked`` is ``A(s)`` in step units (sum of ``phi`` over past steps). A value of 1
+    means the target can no longer be met even by removing everything.
+    """
+    remaining = total_steps - step
+    if remaining <= 0:
+        return 0.0
+    return float(min(1.0, max(0.0, (target * total_steps - banked) / remaining)))
+
+
+def projected_saving(total_steps: int, step: int, banked: float, phi: float) -> float:
+    """``S = (A(s) + phi (T - s)) / T``: the saving if ``phi`` is held to the end."""
+    return (banked + phi * max(total_steps - step, 0)) / total_steps
+
+
+def pi_step(cfg: BudgetConfig, state: PIState, error: float, dt: int) -> PIState:
+    """One PI update with clamped integrator; ``error = phi_req - phi`` (> 0: behind)."""
+    if not math.isfinite(error):
+        return PIState(state.integral, 0.0)
+    i_max = cfg.u_max / cfg.ki if cfg.ki > 0 else 0.0
+    integral = min(max(state.integral + error * dt / cfg.tau_steps, 0.0), i_max)
+    u = min(max(cfg.kp * error + cfg.ki * integral, 0.0), cfg.u_max)
+    return PIState(integral, u)
+
+
+def cheapest_groups(score: np.ndarray, flops: np.ndarray, gap: float, eligible: np.ndarray,
+                    chosen: np.ndarray, cushion: float = 1.25) -> np.ndarray:
+    """Top up ``chosen`` with the lowest-``score`` eligible groups until their FLOPs cover ``gap``.
+
+    Sticky: groups already chosen (and still eligible) stay chosen, so the penalty keeps
+    pushing the same groups. One argsort over the eligible groups, only when a top-up is
+    needed. Returns a new boolean ``[n]`` mask.
+    """
+    mask = chosen & eligible
+    covered = float(flops[mask].sum())
+    if covered >= gap or gap <= 0:
+        return mask
+    pool = np.flatnonzero(eligible & ~mask & np.isfinite(score) & (flops > 0))
+    order = pool[np.lexsort((pool, score[pool]))]
+    # cover cushion * gap so that a slowly growing gap does not re-sort every report
+    need = np.searchsorted(np.cumsum(flops[order]), cushion * gap - covered) + 1
+    out = mask.copy()
+    out[order[:need]] = True
+    return out

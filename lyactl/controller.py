@@ -1,0 +1,317 @@
+"""The prune/freeze controller: monitors -> hysteresis -> constraints -> batched events.
+
+Per report (:meth:`Controller.observe`, pure numpy, deterministic, vectorised over groups;
+only the groups actually decided are visited in Python):
+
+1. validate shapes (:class:`~lyactl.errors.ShapeError` names the field); a non-finite loss
+   or learning rate holds the whole controller (``held=True``, no events, zero penalty);
+2. statistics of pruned groups are ignored (backends report NaN for them);
+3. every monitor is evaluated; per role a group holds if *all* monitors of that role hold
+   (a role with no monitor never holds); ``prune_ok = COLLAPSED or (CONVERGED and
+   HARMLESS)``, ``freeze_ok = CONVERGED and BOUNDED`` (GroupKind.LAYER only). Non-finite
+   statistics give NaN margins: UNKNOWN, never a decision;
+4. hysteresis: a group must be ok in ``hysteresis`` consecutive reports;
+5. schedule: no decisions before ``warmup_steps`` or after ``last_decision_step``, within
+   ``min_steps_between_events`` of the last event, or while the guard watches an event;
+   with a budget, none once the projected saving reaches the target;
+6. constraints: ``min_keep`` alive members; ``together`` members go only all at once;
+   at most ``max_groups_per_event`` groups, largest FLOP saving first, in ONE event;
+7. the guard turns loss rises after an event into restores (plus a cool-down);
+8. with a budget, a PI actuator sets a sparsity penalty on the cheapest-to-lose groups
+   (see :mod:`lyactl.budget`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .budget import BudgetConfig, PIState, cheapest_groups, pi_step, projected_saving, required_fraction
+from .decision_log import decode_array, encode_array
+from .errors import InvalidArgumentError, bad_arg
+from .groups import Action, Certificate, Constraint, Decision, Event, Group, GroupKind, GroupStats
+from .guard import Guard, GuardConfig
+from .monitors import Monitor, MonitorConfig, MonitorResult, Role, StatsWindow, default_monitors
+
+__all__ = ["ControllerConfig", "ControlOutput", "Controller", "ACTIVE", "FROZEN", "PRUNED"]
+
+ACTIVE, FROZEN, PRUNED = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    """Set-point, schedule, hysteresis and limits (all validated)."""
+
+    monitors: MonitorConfig = field(default_factory=MonitorConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
+    budget: BudgetConfig | None = None
+    warmup_steps: int = 0
+    last_decision_step: int | None = None
+    hysteresis: int = 3
+    max_groups_per_event: int = 64
+    min_steps_between_events: int = 0
+    cooldown_steps: int = 1000
+    model_flops: float | None = None
+    allow_prune: bool = True
+    allow_freeze: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("warmup_steps", "min_steps_between_events", "cooldown_steps"):
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 0):
+                raise InvalidArgumentError(bad_arg(f"ControllerConfig.{name}", "an int >= 0", getattr(self, name)))
+        for name in ("hysteresis", "max_groups_per_event"):
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
+                raise InvalidArgumentError(bad_arg(f"ControllerConfig.{name}", "an int >= 1", getattr(self, name)))
+        if self.model_flops is not None and not (math.isfinite(self.model_flops) and self.model_flops > 0):
+            raise InvalidArgumentError(bad_arg("ControllerConfig.model_flops", "None or a number > 0",
+                                               self.model_flops))
+
+
+@dataclass(frozen=True)
+class ControlOutput:
+    """What the backend does after one report (see :mod:`lyactl.protocol`)."""
+
+    events: tuple[Event, ...]
+    restores: tuple[Event, ...]
+    releases: tuple[Event, ...]
+    penalty: np.ndarray
+    held: bool
+    reason: str
+
+
+class Controller:
+    """Online prune/freeze controller over fixed groups (indices stable for the run)."""
+
+    def __init__(self, groups: Sequence[Group], constraints: Sequence[Constraint] = (),
+                 config: ControllerConfig | None = None, monitors: Sequence[Monitor] | None = None) -> None:
+        self.groups, self.constraints = tuple(groups), tuple(constraints)
+        self.config = config if config is not None else ControllerConfig()
+        self.monitors = tuple(monitors) if monitors is not None else default_monitors(self.config.monitors)
+        n = self.n_groups = len(self.groups)
+        for c in self.constraints:
+            if any(not 0 <= m < n for m in c.members):
+                raise InvalidArgumentError(bad_arg("Constraint.members", f"indices in [0, {n})", c.members))
+        self.flops_remove = np.array([g.flops_remove for g in self.groups], float)
+        self.flops_freeze = np.array([g.flops_freeze for g in self.groups], float)
+        self.is_layer = np.array([g.kind is GroupKind.LAYER for g in self.groups])
+        self.model_flops = self.config.model_flops or max(float(self.flops_remove.sum()), 1e-300)
+        self.window = StatsWindow(n, self.config.monitors.window, self.config.monitors.curv_factor)
+        self.guard = Guard(self.config.guard)
+        self.status = np.zeros(n, np.int8)
+        self._phi: float | None = None
+        self.streak_prune = np.zeros(n, np.int64)
+        self.streak_freeze = np.zeros(n, np.int64)
+        self.cool_until = np.full(n, -1, np.int64)
+        self.chosen = np.zeros(n, bool)
+        self.pi = PIState()
+        self.banked = 0.0
+        self.last_step: int | None = None
+        self.last_event_step: int | None = None
+        self.next_event_id = 0
+
+    # ------------------------------------------------------------------ accounting
+    def saved_fraction(self) -> float:
+        """``phi``: fraction of model FLOPs/token saved by the groups pruned or frozen now
+        (cached; ``self._phi = None`` wherever ``status`` changes)."""
+        if self._phi is None:
+            saved = self.flops_remove[self.status == PRUNED].sum() + self.flops_freeze[self.status == FROZEN].sum()
+            self._phi = float(saved) / self.model_flops
+        return self._phi
+
+    def _hold(self, reason: str) -> ControlOutput:
+        return ControlOutput((), (), (), np.zeros(self.n_groups), True, reason)
+
+    # ------------------------------------------------------------------ main loop
+    def observe(self, stats: GroupStats) -> ControlOutput:
+        """One report in, one :class:`ControlOutput` out (deterministic)."""
+        stats.validate(self.n_groups)
+        if not (math.isfinite(stats.loss) and math.isfinite(stats.lr)):
+            return self._hold(f"non-finite loss or lr at step {stats.step} (loss={stats.loss}, lr={stats.lr})")
+        dt = stats.step - self.last_step if self.last_step is not None else stats.interval
+        self.banked += self.saved_fraction() * max(dt, 0)
+        self.last_step = stats.step
+        self.window.push(stats, ignore=self.status == PRUNED)
+        restores, releases = self._run_guard(stats)
+        results = [m.evaluate(self.window) for m in self.monitors]
+        prune_ok, freeze_ok, role_ok = self._role_verdicts(results)
+        eligible = (self.status == ACTIVE) & (self.cool_until <= stats.step) & stats.finite_mask()
+        self.streak_prune = np.where(prune_ok & eligible, self.streak_prune + 1, 0)
+        self.streak_freeze = np.where(freeze_ok & eligible, self.streak_freeze + 1, 0)
+        events: tuple[Event, ...] = ()
+        reason = self._blocked(stats.step)
+        if not reason:
+            event = self._decide(stats.step, results, role_ok)
+            if event is not None:
+                events = (event,)
+                self.guard.watch(event)
+        penalty = self._actuate(stats, eligible)
+        return ControlOutput(events, tuple(restores), tuple(releases), penalty, False, reason or "ok")
+
+    def _run_guard(self, stats: GroupStats) -> tuple[list[Event], list[Event]]:
+        self.guard.record(stats.step, stats.loss, stats.val_loss)
+        restores, releases = self.guard.observe(stats.step, stats.loss, stats.val_loss)
+        for event in restores:
+            idx = np.array([d.index for d in event.decisions], np.int64)
+            self.status[idx] = ACTIVE
+            self._phi = None
+            self.cool_until[idx] = stats.step + self.config.cooldown_steps
+            self.streak_prune[idx] = self.streak_freeze[idx] = 0
+            mask = np.zeros(self.n_groups, bool)
+            mask[idx] = True
+            self.window.reset_groups(mask)
+        return restores, releases
+
+    def _role_verdicts(self, results: list[MonitorResult]) -> tuple[np.ndarray, np.ndarray, dict[Role, np.ndarray]]:
+        role_ok = {}
+        for role in Role:
+            rs = [r.holds() for r in results if r.monitor.role is role]
+            role_ok[role] = np.logical_and.reduce(rs) if rs else np.zeros(self.n_groups, bool)
+        prune_ok = role_ok[Role.COLLAPSED] | (role_ok[Role.CONVERGED] & role_ok[Role.HARMLESS])
+        freeze_ok = role_ok[Role.CONVERGED] & role_ok[Role.BOUNDED] & self.is_layer
+        return prune_ok & self.config.allow_prune, freeze_ok & self.config.allow_freeze, role_ok
+
+    def _blocked(self, step: int) -> str:
+        """Why no event may be opened now ('' if one may)."""
+        cfg = self.config
+        if step < cfg.warmup_steps:
+            return "warmup"
+        if cfg.last_decision_step is not None and step > cfg.last_decision_step:
+            return "after last_decision_step"
+        if self.last_event_step is not None and step - self.last_event_step < cfg.min_steps_between_events:
+            return "min_steps_between_events"
+        if self.guard.busy:
+            return "guard watching the last event"
+        b = cfg.budget
+        if b is not None and projected_saving(b.total_steps, step, self.banked, self.saved_fraction()) >= b.target:
+            return "budget target reached"
+        return ""
+
+    # ------------------------------------------------------------------ decisions
+    def _decide(self, step: int, results: list[MonitorResult], role_ok: Mapping[Role, np.ndarray]) -> Event | None:
+        h = self.config.hysteresis
+        ready_p = np.flatnonzero(self.streak_prune >= h)
+        ready_f = np.flatnonzero((self.streak_freeze >= h) & (self.streak_prune < h))
+        if ready_p.size == 0 and ready_f.size == 0:
+            return None
+        idx = np.concatenate([ready_p, ready_f])
+        act = np.concatenate([np.full(ready_p.size, PRUNED), np.full(ready_f.size, FROZEN)])
+        gain = np.where(act == PRUNED, self.flops_remove[idx], self.flops_freeze[idx])
+        order = np.lexsort((idx, -gain))
+        picked = self._apply_constraints(idx[order], act[order])
+        if not picked:
+            return None
+        before = self.model_flops * (1.0 - self.saved_fraction())
+        decisions = []
+        for i, a in picked:
+            self.status[i] = a
+            self._phi = None
+            action = Action.PRUNE if a == PRUNED else Action.FREEZE
+            decisions.append(Decision(step, self.groups[i].name, i, action,
+                                      self._certificates(i, action, results, role_ok)))
+        self.streak_prune[[i for i, _ in picked]] = 0
+        self.streak_freeze[[i for i, _ in picked]] = 0
+        after = self.model_flops * (1.0 - self.saved_fraction())
+        event = Event(self.next_event_id, step, tuple(decisions), before, after)
+        self.next_event_id += 1
+        self.last_event_step = step
+        return event
+
+    def _apply_constraints(self, idx: np.ndarray, act: np.ndarray) -> list[tuple[int, int]]:
+        """Walk the ready groups in priority order; keep those the constraints allow."""
+        ready = {int(i): int(a) for i, a in zip(idx, act)}
+        alive = self.status != PRUNED
+        picked: list[tuple[int, int]] = []
+        taken: set[int] = set()
+        limit = self.config.max_groups_per_event
+        for i in ready:
+            if i in taken:
+                continue
+            unit = self._unit(i, ready)
+            if unit is None or len(picked) + len(unit) > limit:
+                continue
+            if ready[i] == PRUNED and not self._keeps_enough(unit, alive):
+                continue
+            for j in unit:
+                picked.append((j, ready[i]))
+                taken.add(j)
+                if ready[i] == PRUNED:
+                    alive[j] = False
+        return picked
+
+    def _unit(self, i: int, ready: Mapping[int, int]) -> list[int] | None:
+        """The groups that must go with ``i`` (together constraints), None if not all ready."""
+        unit = {i}
+        for c in self.constraints:
+            if c.together and i in c.members:
+                unit.update(m for m in c.members if self.status[m] == ACTIVE)
+        if any(ready.get(j) != ready[i] for j in unit):
+            return None
+        return sorted(unit)
+
+    def _keeps_enough(self, unit: list[int], alive: np.ndarray) -> bool:
+        for c in self.constraints:
+            gone = sum(1 for j in unit if j in c.members)
+            if gone and int(alive[list(c.members)].sum()) - gone < c.min_keep:
+                return False
+        return True
+
+    def _certificates(self, i: int, action: Action, results: list[MonitorResult],
+                      role_ok: Mapping[Role, np.ndarray]) -> tuple[Certificate, ...]:
+        """All certificates that justified the decision on group ``i``."""
+        if action is Action.FREEZE:
+            roles = {Role.CONVERGED, Role.BOUNDED}
+        else:
+            roles = {Role.COLLAPSED} if role_ok[Role.COLLAPSED][i] else set()
+            if role_ok[Role.CONVERGED][i] and role_ok[Role.HARMLESS][i]:
+                roles |= {Role.CONVERGED, Role.HARMLESS}
+        return tuple(r.certificate(i) for r in results if r.monitor.role in roles)
+
+    # ------------------------------------------------------------------ actuator
+    def _actuate(self, stats: GroupStats, eligible: np.ndarray) -> np.ndarray:
+        """PI penalty on the cheapest-to-lose groups (zero without a budget)."""
+        b = self.config.budget
+        penalty = np.zeros(self.n_groups)
+        if b is None or (self.config.last_decision_step is not None and stats.step > self.config.last_decision_step):
+            self.chosen[:] = False
+            return penalty
+        phi = self.saved_fraction()
+        error = required_fraction(b.target, b.total_steps, stats.step, self.banked) - phi
+        dt = stats.interval
+        self.pi = pi_step(b, self.pi, error, dt)
+        if self.pi.u <= 0 or stats.step < self.config.warmup_steps:
+            return penalty
+        ok = eligible
+        score = np.abs(stats.gw) / np.maximum(self.flops_remove, 1e-300)
+        self.chosen = cheapest_groups(score, self.flops_remove, max(error, 0.0) * self.model_flops, ok, self.chosen)
+        penalty[self.chosen] = self.pi.u
+        return penalty
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable state; :meth:`load_state_dict` resumes with identical decisions."""
+        return {"n_groups": self.n_groups, "window": self.window.state_dict(), "guard": self.guard.state_dict(),
+                "status": self.status.tolist(), "streak_prune": self.streak_prune.tolist(),
+                "streak_freeze": self.streak_freeze.tolist(), "cool_until": self.cool_until.tolist(),
+                "chosen": self.chosen.tolist(), "pi": encode_array([self.pi.integral, self.pi.u]),
+                "banked": encode_array([self.banked])[0], "last_step": self.last_step,
+                "last_event_step": self.last_event_step, "next_event_id": self.next_event_id}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state["n_groups"] != self.n_groups:
+            raise InvalidArgumentError(bad_arg("state n_groups", self.n_groups, state["n_groups"]))
+        self.window.load_state_dict(state["window"])
+        self.guard.load_state_dict(state["guard"])
+        self.status = np.array(state["status"], np.int8)
+        self._phi = None
+        self.streak_prune = np.array(state["streak_prune"], np.int64)
+        self.streak_freeze = np.array(state["streak_freeze"], np.int64)
+        self.cool_until = np.array(state["cool_until"], np.int64)
+        self.chosen = np.array(state["chosen"], bool)
+        integral, u = decode_array(state["pi"])
+        self.pi = PIState(float(integral), float(u))
+        self.banked = float(decode_array([state["banked"]])[0])
+        self.last_step, self.last_event_step = state["last_step"], state["last_event_step"]
+        self.next_event_id = int(state["next_event_id"])

@@ -1,0 +1,145 @@
+"""Monitors from a user's own Lyapunov candidate over a group's statistics.
+
+A user gives a candidate ``V`` over named statistics, either a sympy expression::
+
+    V = sympy.sympify("w_sq + dw_sq / lr")           # symbols: statistics or scalars
+
+or a plain callable taking the window arrays (a dict ``name -> [W, n_groups]``) and
+returning ``[W, n_groups]``; plus the condition that makes it a certificate, e.g.
+:class:`Decreases` (``V_{k+1} <= (1 - alpha) V_k`` over the whole window, i.e.
+``Delta V <= -alpha V``) or :class:`Below` (``V_last < bound``). :func:`user_monitor`
+returns a :class:`~lyactl.monitors.LyapunovMonitor`, exactly the type of the built-in
+monitors, so it drives decisions the same way (pass it in the controller's monitors).
+
+Symbols a sympy candidate may use: the per-group statistics ``w_sq, dw_sq, g_sq, gw,
+m_sq, curv, curv_used`` and the per-report scalars ``lr, loss, weight_decay, interval,
+step, val_loss``. A sympy candidate is re-verifiable offline from the raw statistics; a
+callable candidate is opaque, so re-verification takes its logged ``V_k`` as given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import sympy
+
+from .errors import InvalidArgumentError, bad_arg
+from .monitors import _SCALARS, TINY, WINDOW_FIELDS, LyapunovMonitor, Role, StatsWindow, _max_ratio, _ratio_text
+
+__all__ = ["SympyCandidate", "CallableCandidate", "Decreases", "Below", "user_monitor", "window_arrays"]
+
+_KNOWN = WINDOW_FIELDS + _SCALARS
+
+
+def window_arrays(window: StatsWindow, names: tuple[str, ...] = _KNOWN) -> dict[str, np.ndarray]:
+    """``name -> [W, n]`` (scalars broadcast over groups, read-only views)."""
+    shape = (window.length, window.n_groups)
+    out: dict[str, np.ndarray] = {}
+    for name in names:
+        if name in WINDOW_FIELDS:
+            out[name] = window.field(name)
+        else:
+            out[name] = np.broadcast_to(window.scalar(name)[:, None], shape)
+    return out
+
+
+@dataclass(frozen=True)
+class SympyCandidate:
+    """``V_k = expr(statistics of report k)``; compiled once with ``sympy.lambdify``."""
+
+    expr: sympy.Expr
+    name: str = "user"
+    _fn: Callable[..., Any] = field(init=False, repr=False, compare=False)
+    _names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        expr = sympy.sympify(self.expr)
+        names = tuple(sorted(str(s) for s in expr.free_symbols))
+        unknown = [n for n in names if n not in _KNOWN]
+        if unknown:
+            raise InvalidArgumentError(bad_arg("SympyCandidate.expr", f"symbols among {_KNOWN}", unknown))
+        object.__setattr__(self, "expr", expr)
+        object.__setattr__(self, "_names", names)
+        object.__setattr__(self, "_fn", sympy.lambdify([sympy.Symbol(n) for n in names], expr, "numpy"))
+
+    def values(self, window: StatsWindow) -> np.ndarray:
+        arrays = window_arrays(window, self._names)
+        V = self._fn(*(arrays[n] for n in self._names))
+        return np.broadcast_to(np.asarray(V, dtype=float), (window.length, window.n_groups))
+
+    def inputs(self, window: StatsWindow) -> Mapping[str, np.ndarray]:
+        return window_arrays(window, self._names)
+
+    def definitions(self, W: int) -> tuple[str, ...]:
+        out = []
+        for k in range(W):
+            sub = {sympy.Symbol(n): sympy.Symbol(f"{n}_{k}") for n in self._names}
+            out.append(f"V_{k} := {sympy.sstr(self.expr.xreplace(sub))}")
+        return tuple(out)
+
+
+@dataclass(frozen=True)
+class CallableCandidate:
+    """``V = fn(arrays)`` with ``arrays`` a dict ``name -> [W, n]``; opaque to re-verification."""
+
+    fn: Callable[[Mapping[str, np.ndarray]], np.ndarray]
+    name: str = "user"
+
+    def values(self, window: StatsWindow) -> np.ndarray:
+        return np.asarray(self.fn(window_arrays(window)), dtype=float)
+
+    def inputs(self, window: StatsWindow) -> Mapping[str, np.ndarray]:
+        return {}
+
+    def definitions(self, W: int) -> tuple[str, ...]:
+        return ()
+
+
+@dataclass(frozen=True)
+class Decreases:
+    """``V_{k+1} <= (1 - alpha) V_k`` for every consecutive pair of the window
+    (``Delta V <= -alpha V``); margin ``1 - alpha - max_k V_{k+1}/V_k``."""
+
+    alpha: float
+
+    def __post_init__(self) -> None:
+        if not 0 < self.alpha < 1:
+            raise InvalidArgumentError(bad_arg("Decreases.alpha", "a number in (0, 1)", self.alpha))
+
+    def evaluate(self, V: np.ndarray, window: StatsWindow) -> tuple[np.ndarray, dict[str, Any]]:
+        rho_hat = _max_ratio(V, 1.0)
+        return 1.0 - self.alpha - rho_hat, {"tiny": TINY, "alpha": self.alpha, "rho_hat": rho_hat}
+
+    def text(self, W: int) -> str:
+        return f"rho_hat := {_ratio_text(W, '1')}; 1 - alpha - rho_hat > 0"
+
+
+@dataclass(frozen=True)
+class Below:
+    """``V_last < bound``; margin ``(bound - V_last) / bound``."""
+
+    bound: float
+
+    def __post_init__(self) -> None:
+        if not self.bound > 0:
+            raise InvalidArgumentError(bad_arg("Below.bound", "a number > 0", self.bound))
+
+    def evaluate(self, V: np.ndarray, window: StatsWindow) -> tuple[np.ndarray, dict[str, Any]]:
+        return (self.bound - V[-1]) / self.bound, {"bound": self.bound}
+
+    def text(self, W: int) -> str:
+        return f"(bound - V_{W - 1})/bound > 0"
+
+
+def user_monitor(name: str, role: Role, candidate: Any, condition: Any) -> LyapunovMonitor:
+    """A monitor from a candidate (sympy expression, string, callable or Candidate) and a
+    condition (:class:`Decreases`, :class:`Below` or any ``Condition``)."""
+    if isinstance(candidate, (sympy.Basic, str)):
+        candidate = SympyCandidate(sympy.sympify(candidate), name)
+    elif callable(candidate) and not hasattr(candidate, "values"):
+        candidate = CallableCandidate(candidate, name)
+    if not isinstance(role, Role):
+        raise InvalidArgumentError(bad_arg("user_monitor.role", "a lyactl.monitors.Role", role))
+    return LyapunovMonitor(name, role, candidate, condition)

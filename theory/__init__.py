@@ -1,0 +1,3 @@
+"""Executable derivations: each returns ``(derived, independent numeric check)``."""
+
+__all__: list[str] = []
