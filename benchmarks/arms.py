@@ -32,7 +32,7 @@ _LYACTL = {
     "budget": 0.40,          # target fraction of training FLOPs to save
     "warmup_frac": 0.03,     # no decision before this fraction of training
     "last_frac": 0.60,       # no decision after this fraction of training
-    "max_groups_per_event": 64,
+    "max_groups_per_event": 256,
     "min_steps_between_events": 100,
     "hysteresis": 2,
 }

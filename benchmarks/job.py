@@ -90,7 +90,7 @@ def _policy(spec: dict, model: GPT, opt: torch.optim.Optimizer):
     if pol["kind"] == "lyactl":
         budget = BudgetConfig(target=pol["budget"], total_steps=T) if pol.get("budget") else None
         cfg = ControllerConfig(
-            budget=budget, warmup_steps=int(pol["warmup_frac"] * T),
+            model_flops=training_flops_per_token(model, spec["seq_len"]), budget=budget, warmup_steps=int(pol["warmup_frac"] * T),
             last_decision_step=int(pol["last_frac"] * T), hysteresis=pol["hysteresis"],
             max_groups_per_event=pol["max_groups_per_event"],
             min_steps_between_events=pol["min_steps_between_events"])
@@ -158,6 +158,7 @@ def _evaluate(spec: dict, model: GPT, tok, work: Path, dev: torch.device) -> dic
         r = evaluate(model, tok, [task], Path(spec["data"]), device=dev, batch_size=ev["batch_size"],
                      limit=ev.get("limits", {}).get(task), seq_len=spec["seq_len"], heldout=val)
         results[task] = r["tasks"][task]
+        results[task]["items"].pop("logprobs", None)  # per-choice scores: not needed for the tests
     m = {t: r["metrics"] for t, r in results.items()}
     flat = {
         "val_bpb": m.get("bpb", {}).get("bpb", {}).get("value"),

@@ -22,10 +22,12 @@ from typing import Sequence
 __all__ = ["run_jobs"]
 
 
-def run_jobs(jobs: Sequence[dict], devices: Sequence[str], out: Path, timeout_s: float) -> dict[str, str]:
-    """Run ``jobs`` on ``devices`` (e.g. ``["0", "1"]`` or ``["cpu"]``); return id -> status."""
+def run_jobs(jobs: Sequence[dict], devices: Sequence[str], out: Path, timeout_s: float,
+             done: Sequence[str] = ()) -> dict[str, str]:
+    """Run ``jobs`` on ``devices`` (e.g. ``["0", "1"]`` or ``["cpu"]``); ``done``: ids whose
+    results already exist in ``out`` (their dependants may run). Returns id -> status."""
     out.mkdir(parents=True, exist_ok=True)
-    status: dict[str, str] = {j["id"]: "pending" for j in jobs}
+    status: dict[str, str] = {j["id"]: "pending" for j in jobs} | {i: "done" for i in done}
     lock = threading.Lock()
     deadline = time.monotonic() + timeout_s
 

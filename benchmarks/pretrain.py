@@ -60,18 +60,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.only:
         keep = set(args.only.split(","))
         jobs = [j for j in jobs if j["id"] in keep or j["arm"] in keep]
+    if args.bench:
+        jobs.insert(0, {"id": "bench-surgery", "arm": "bench", "script": "bench_surgery_gpu",
+                        "args": ["--out", str(args.out / "surgery_h200.json")], "cost": 1e30, "needs": []})
     devices = args.devices.split(",")
-    status = run_jobs(jobs, devices, args.out, timeout_s=args.timeout)
+    done = {j["id"] for j in jobs if (args.out / f"{j['id']}.json").exists()}
+    status = run_jobs([j for j in jobs if j["id"] not in done], devices, args.out, timeout_s=args.timeout, done=done)
     print(json.dumps(status, indent=1))
     cmd_merge(argparse.Namespace(out=args.out, name=args.name, results=args.results, preset=args.preset))
     return 0 if all(s == "done" for s in status.values()) else 1
 
 
 def cmd_job(args: argparse.Namespace) -> int:
-    from job import run_job
-
     spec = json.loads(Path(args.spec).read_text())
-    result = run_job(spec, Path(args.out))
+    if spec.get("script"):  # a side benchmark sharing the machine's queue (one GPU)
+        import importlib
+
+        rc = importlib.import_module(spec["script"]).main(spec["args"])
+        result = {"id": spec["id"], "arm": "bench", "rc": rc}
+    else:
+        from job import run_job
+
+        result = run_job(spec, Path(args.out))
     (Path(args.out) / f"{spec['id']}.json").write_text(json.dumps(result))
     return 0
 
@@ -101,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--results", type=Path, default=Path("benchmarks/results"))
     run.add_argument("--only", default="", help="comma-separated job ids or arm names")
     run.add_argument("--timeout", type=float, default=3600.0)
+    run.add_argument("--bench", action="store_true", help="also run bench_surgery_gpu.py in the queue")
     run.set_defaults(fn=cmd_run)
     job = sub.add_parser("job", help="run one job spec (used by the orchestrator)")
     job.add_argument("spec")

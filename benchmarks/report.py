@@ -80,7 +80,7 @@ def _summary(runs: list[dict]) -> dict:
 
 def merge(out: Path, name: str, preset: str) -> dict:
     """Read ``out/*.json`` job results; return the results document."""
-    runs = _load(out)
+    runs = [r for r in _load(out) if r.get("arm") != "bench"]
     for r in runs:
         r["n_events"] = len(r.get("events", []))
         r["final_loss"] = r["losses"][-1][1] if r.get("losses") else None

@@ -17,7 +17,8 @@ is removed (derived and checked in ``theory/monitors.py``). The controller compa
 
     u_k = clip(kp e_k + ki I_k, 0, u_max),   I_k = clip(I_{k-1} + e_k dt_k / tau, 0, u_max/ki)
 
-(clamped integrator = anti-windup) sets a group-sparsity penalty strength on the
+(clamped integrator = anti-windup) sets a group-sparsity penalty strength
+``lam_g = u_k sqrt(n_g)`` (``n_g`` parameters; see ``Controller._actuate``) on the
 cheapest-to-lose groups (lowest ``|gw|`` per FLOP saved, :func:`cheapest_groups`), pushing
 them towards collapse; certificates still decide when a group may go.
 """
@@ -43,7 +44,7 @@ class BudgetConfig:
     total_steps: int
     kp: float = 5.0
     ki: float = 5.0
-    u_max: float = 1.0
+    u_max: float = 3.0
     tau: float | None = None
 
     @property

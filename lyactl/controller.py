@@ -97,7 +97,13 @@ class Controller:
         self.flops_remove = np.array([g.flops_remove for g in self.groups], float)
         self.flops_freeze = np.array([g.flops_freeze for g in self.groups], float)
         self.is_layer = np.array([g.kind is GroupKind.LAYER for g in self.groups])
-        self.model_flops = self.config.model_flops or max(float(self.flops_remove.sum()), 1e-300)
+        self.sqrt_n = np.sqrt(np.array([max(g.n_params, 1) for g in self.groups], float))
+        # groups overlap (a layer holds its heads; channels cross everything), so the sum of
+        # all flops_remove over-counts the model: default to the layers' sum when there are
+        # layer groups (it misses only the costs outside blocks, e.g. the LM head). Pass the
+        # backend's true FLOPs/token as ``model_flops`` where known.
+        layer_sum = float(self.flops_remove[self.is_layer].sum())
+        self.model_flops = self.config.model_flops or max(layer_sum or float(self.flops_remove.sum()), 1e-300)
         self.window = StatsWindow(n, self.config.monitors.window, self.config.monitors.curv_factor)
         self.guard = Guard(self.config.guard)
         self.status = np.zeros(n, np.int8)
@@ -286,7 +292,10 @@ class Controller:
         ok = eligible
         score = np.abs(stats.gw) / np.maximum(self.flops_remove, 1e-300)
         self.chosen = cheapest_groups(score, self.flops_remove, max(error, 0.0) * self.model_flops, ok, self.chosen)
-        penalty[self.chosen] = self.pi.u
+        # lam_g = u sqrt(n_g): the proximal step then shrinks each coordinate by about
+        # eta * u, on the scale of an Adam step (eta per coordinate), so u > 1 out-pushes the
+        # optimizer and the group reaches exact zero; a bare u would not scale with the group.
+        penalty[self.chosen] = self.pi.u * self.sqrt_n[self.chosen]
         return penalty
 
     # ------------------------------------------------------------------ state

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -23,8 +24,11 @@ import torch
 
 from lyactl.errors import InvalidArgumentError, bad_arg
 
+from .backend_state import check_checkpointable
 from .corpus import Batches
 from .flops import training_flops_per_token
+from .loop import Lyactl
+from .run_state import list_checkpoints, load_run, quarantine_newer, restore_run, save_run
 
 __all__ = ["TrainConfig", "RunResult", "lr_at", "build_optimizer", "train"]
 
@@ -111,30 +115,44 @@ def train(
     *,
     hooks: Sequence[StepHook] = (),
     seq_len: int | None = None,
+    loop: Lyactl | None = None,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 0,
+    resume: bool = False,
+    keep_checkpoints: int = 2,
 ) -> RunResult:
-    """Train ``model`` for ``cfg.steps`` steps on ``batches``; returns the measurements."""
+    """Train ``model`` for ``cfg.steps`` steps on ``batches``; returns the measurements.
+
+    ``loop`` (a :class:`~lyactl_torch.loop.Lyactl`) is called first after every
+    ``optimizer.step()`` (as the hook ``loop.step(loss)``), then ``hooks``; its state
+    (controller, held slices, ...) is part of every checkpoint.
+
+    Checkpoints (:mod:`.run_state`): with ``checkpoint_every = n > 0``, after every
+    ``n``-th step and after the last one a run checkpoint goes to ``checkpoint_dir``
+    (the newest ``keep_checkpoints`` are kept; a fresh run refuses a folder that already
+    holds checkpoints). With ``resume=True`` the newest good checkpoint there (if any) is
+    loaded into ``model``, ``optimizer`` and ``loop``, which must be built exactly as at
+    the start of the run, and training continues at its step: the losses, decisions and
+    final weights equal those of an uninterrupted run (bitwise on CPU). The state of
+    ``hooks`` is not saved (keep them stateless). A checkpoint that cannot be written
+    raises :class:`~lyactl.errors.CheckpointError` (the older ones stay intact).
+    """
     dev = torch.device(cfg.device)
-    res = RunResult()
+    start, res, first_steps = _begin(model, optimizer, loop, checkpoint_dir, checkpoint_every, resume,
+                                     keep_checkpoints)
+    all_hooks = ([lambda step, loss: loop.step(loss)] if loop is not None else []) + list(hooks)
     fwd = _compiled(model, cfg)
     tokens_per_step = batches.batch_size * batches.seq_len
     fpt = training_flops_per_token(model, seq_len or batches.seq_len)
-    res.fpt.append((0, fpt))
+    if start == 0:
+        res.fpt.append((0, fpt))
     _sync(dev)
-    t_start = time.perf_counter()
-    t_mark, mark_step, first_steps = t_start, 0, [0]
-    for step in range(cfg.steps):
-        lr = lr_at(step, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        xy = torch.from_numpy(batches.batch(step)).to(dev, non_blocking=True)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-            _, loss = fwd(xy[:, :-1], xy[:, 1:])
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
+    wall0, t_start = res.wall_s, time.perf_counter()
+    t_mark, mark_step = t_start, start
+    for step in range(start, cfg.steps):
+        loss = _one_step(model, fwd, optimizer, batches, cfg, dev, step)
         changed = False
-        for hook in hooks:
+        for hook in all_hooks:
             changed |= bool(hook(step, loss.detach()))
         optimizer.zero_grad(set_to_none=True)
         res.train_flops += fpt * tokens_per_step
@@ -143,7 +161,7 @@ def train(
             _sync(dev)
             now = time.perf_counter()
             res.step_ms.append((step, 1e3 * (now - t_mark) / max(1, step + 1 - mark_step)))
-            res.losses.append((step, float(loss)))
+            res.losses.append((step, float(loss.detach())))
             t_mark, mark_step = now, step + 1
         if changed:
             fwd = _compiled(model, cfg)
@@ -151,11 +169,66 @@ def train(
             res.fpt.append((step + 1, fpt))
             res.peak_mem.append((step, _peak_mem(dev)))
             first_steps.append(step + 1)
+        if checkpoint_every and ((step + 1) % checkpoint_every == 0 or step + 1 == cfg.steps):
+            res.wall_s = wall0 + time.perf_counter() - t_start
+            save_run(Path(checkpoint_dir), step=step + 1, model=model, optimizer=optimizer, loop=loop,
+                     result=res.to_json(), extra={"first_steps": list(first_steps)}, keep=keep_checkpoints)
     _sync(dev)
-    res.wall_s = time.perf_counter() - t_start
-    res.peak_mem.append((cfg.steps, _peak_mem(dev)))
+    res.wall_s = wall0 + time.perf_counter() - t_start
+    if start < cfg.steps:
+        res.peak_mem.append((cfg.steps, _peak_mem(dev)))
     res.compile_s = _compile_seconds(res.step_ms, first_steps)
     return res
+
+
+def _one_step(model: torch.nn.Module, fwd: Any, optimizer: torch.optim.Optimizer, batches: Batches,
+              cfg: TrainConfig, dev: torch.device, step: int) -> torch.Tensor:
+    """Learning rate, forward, backward, clipping, ``optimizer.step()``; returns the loss."""
+    lr = lr_at(step, cfg)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    xy = torch.from_numpy(batches.batch(step)).to(dev, non_blocking=True)
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+        _, loss = fwd(xy[:, :-1], xy[:, 1:])
+    loss.backward()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    optimizer.step()
+    return loss
+
+
+def _begin(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loop: Lyactl | None,
+           folder: str | Path | None, every: int, resume: bool, keep: int) -> tuple[int, RunResult, list[int]]:
+    """Validate the checkpoint options; on ``resume`` load the newest good checkpoint.
+    Returns ``(first step, result so far, first steps after (re)compiles)``."""
+    if not (isinstance(every, int) and not isinstance(every, bool) and every >= 0):
+        raise InvalidArgumentError(bad_arg("checkpoint_every", "an int >= 0", every))
+    if not (isinstance(keep, int) and keep >= 1):
+        raise InvalidArgumentError(bad_arg("keep_checkpoints", "an int >= 1", keep))
+    if (every or resume) and folder is None:
+        raise InvalidArgumentError(bad_arg("checkpoint_dir", "a folder when checkpoint_every > 0 or resume=True", None))
+    if every and loop is not None:
+        check_checkpointable(loop)
+    if not resume:
+        if every and list_checkpoints(folder):
+            raise InvalidArgumentError(bad_arg("checkpoint_dir", "a folder without checkpoints for a fresh run "
+                                               "(or resume=True)", str(folder)))
+        return 0, RunResult(), [0]
+    state = load_run(Path(folder))
+    if state is None:
+        return 0, RunResult(), [0]
+    restore_run(state, model, optimizer, loop)
+    if state.skipped:
+        quarantine_newer(folder, state.step)
+    return state.step, _result_from(state.payload["result"]), list(state.payload["extra"]["first_steps"])
+
+
+def _result_from(saved: dict[str, Any]) -> RunResult:
+    """A :class:`RunResult` from its saved ``to_json()`` (pairs back to tuples)."""
+    fields = {k: v for k, v in saved.items() if k in RunResult.__dataclass_fields__}
+    for k in ("losses", "fpt", "step_ms", "peak_mem"):
+        fields[k] = [tuple(x) for x in fields.get(k, [])]
+    return RunResult(**fields)
 
 
 def _compiled(model: torch.nn.Module, cfg: TrainConfig):

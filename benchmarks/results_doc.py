@@ -1,0 +1,92 @@
+"""Render a pretraining results file as a markdown table and a bits-per-byte-vs-FLOPs plot.
+
+    python benchmarks/results_doc.py benchmarks/results/pretrain_h200.json \\
+        --plot docs/img/pretrain_h200.png > /tmp/table.md
+
+The table has one row per arm run; the plot shows the dense frontier (every "frontier" and
+"dense" run, by token budget) and every other arm as a labelled point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+__all__ = ["table", "plot", "main"]
+
+_COLS = ("arm", "seed", "model", "tokens", "train_flops", "wall_s", "compile_s", "val_bpb", "endings_acc_norm",
+         "lambada_acc", "hellaswag_acc_norm", "mmlu_acc", "n_events", "peak_mem_gib")
+
+
+def _fmt(key: str, v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if key == "model":
+        return f"d{v['d_model']} L{v['n_layer']} H{v['n_head']} M{v['mlp_hidden']}"
+    if key == "train_flops":
+        return f"{v:.3g}"
+    if key == "tokens":
+        return f"{v / 1e6:.1f} M"
+    if key == "peak_mem_gib":
+        return " / ".join(f"{m:.1f}" for _, m in v) if isinstance(v, list) else f"{v:.1f}"
+    if isinstance(v, float):
+        return f"{v:.4f}" if v < 10 else f"{v:.1f}"
+    return str(v)
+
+
+def table(res: dict) -> str:
+    """Markdown table of every arm run, sorted by arm then seed."""
+    rows = sorted(res["arms"], key=lambda a: (a["arm"] != "dense", a["arm"] != "lyactl", a["arm"], a.get("tokens") or 0,
+                                               a["train_flops"], a["seed"]))
+    out = ["| " + " | ".join(_COLS) + " |", "|" + "---|" * len(_COLS)]
+    for a in rows:
+        out.append("| " + " | ".join(_fmt(k, a.get(k)) for k in _COLS) + " |")
+    return "\n".join(out)
+
+
+def plot(res: dict, path: Path) -> None:
+    """Validation bits per byte against training FLOPs (log x), frontier lines per budget."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    dense_like = [a for a in res["arms"] if a["arm"] in ("frontier", "dense") and a.get("val_bpb")]
+    for tok in sorted({a["tokens"] for a in dense_like}):
+        pts = sorted((a["train_flops"], a["val_bpb"]) for a in dense_like if a["tokens"] == tok)
+        ax.plot(*zip(*pts), "o-", color="0.5" if tok < max(a["tokens"] for a in dense_like) else "k",
+                label=f"dense frontier, {tok / 1e6:.0f} M tokens", ms=4)
+    markers = iter("s^vD<>ph*X")
+    for arm in sorted({a["arm"] for a in res["arms"]} - {"frontier", "dense"}):
+        pts = [(a["train_flops"], a["val_bpb"]) for a in res["arms"] if a["arm"] == arm and a.get("val_bpb")]
+        if pts:
+            ax.plot(*zip(*pts), next(markers, "o"), ls="none", ms=7, label=arm)
+    ax.set_xscale("log")
+    ax.set_xlabel("training FLOPs")
+    ax.set_ylabel("validation bits per byte")
+    ax.set_title(f"{res['name']} ({res.get('gpu', '')})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("results", type=Path)
+    ap.add_argument("--plot", type=Path, default=None)
+    args = ap.parse_args(argv)
+    res = json.loads(args.results.read_text())
+    print(table(res))
+    if args.plot:
+        plot(res, args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
