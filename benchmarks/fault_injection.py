@@ -40,7 +40,7 @@ from typing import Any
 
 __all__ = ["STEPS", "EVERY", "build", "run_suite", "main"]
 
-STEPS, EVERY = 36, 4
+STEPS, EVERY = 24, 4
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -133,13 +133,21 @@ _DIRSTEP: dict[str, Any] = {}
 
 
 def worker(args: argparse.Namespace) -> int:
+    """Train (or, with --resume, resume every --dir in turn); write the summaries."""
     import torch
-
-    from lyactl.errors import CheckpointError
-    from lyactl_torch.train import train
 
     torch.set_num_threads(1)
     _install_faults(args)
+    rc = 0
+    for folder, out in zip(args.dir, args.out, strict=True):
+        rc = max(rc, _train_one(args, Path(folder), Path(out)))
+    return rc
+
+
+def _train_one(args: argparse.Namespace, folder: Path, out: Path) -> int:
+    from lyactl.errors import LyactlError
+    from lyactl_torch.train import train
+
     model, opt, loop, batches, tcfg = build()
 
     def hook(step: int, loss) -> bool:
@@ -148,12 +156,13 @@ def worker(args: argparse.Namespace) -> int:
         return False
 
     try:
-        res = train(model, opt, batches, tcfg, loop=loop, hooks=[hook], checkpoint_dir=Path(args.dir),
+        res = train(model, opt, batches, tcfg, loop=loop, hooks=[hook], checkpoint_dir=folder,
                     checkpoint_every=EVERY, resume=args.resume)
-    except CheckpointError as exc:
+    except LyactlError as exc:
         print(f"CHECKPOINT ERROR: {exc}", file=sys.stderr, flush=True)
+        out.write_text(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
         return 3
-    Path(args.out).write_text(json.dumps(summary(res, loop, model)))
+    out.write_text(json.dumps(summary(res, loop, model)))
     return 0
 
 
@@ -184,10 +193,21 @@ def _kill_at(folder: Path, *pause: str) -> str:
     raise RuntimeError(f"worker ended (rc={rc}) without reaching {pause}: {p.stderr.read()[-2000:]}")
 
 
-def _resume(folder: Path) -> dict[str, Any] | None:
-    out = folder / "resumed.json"
-    rc, text = _run("--dir", str(folder), "--out", str(out), "--resume")
-    return json.loads(out.read_text()) if rc == 0 else {"error": text[-2000:]}
+def _resume_all(folders: list[Path], parallel: int) -> dict[Path, dict[str, Any]]:
+    """Resume every folder (``parallel`` worker processes, each resuming several in turn)."""
+    parts = [folders[i::parallel] for i in range(parallel) if folders[i::parallel]]
+
+    def one(part: list[Path]) -> None:
+        args = [a for f in part for a in ("--dir", str(f), "--out", str(f / "resumed.json"))]
+        _run(*args, "--resume")
+
+    with ThreadPoolExecutor(parallel) as pool:
+        list(pool.map(one, parts))
+    out = {}
+    for f in folders:
+        done = f / "resumed.json"
+        out[f] = json.loads(done.read_text()) if done.is_file() else {"error": "resume crashed"}
+    return out
 
 
 def _damage(folder: Path, how: str) -> str:
@@ -213,7 +233,7 @@ SCENARIOS: tuple[tuple[str, tuple[str, ...], str | None], ...] = (
     ("kill during the event (inside apply)", ("--pause-in-event",), None),
     ("kill right after the event (step 9)", ("--pause-at-step", "9"), None),
     ("kill in the guard window (step 13)", ("--pause-at-step", "13"), None),
-    ("kill late (step 30)", ("--pause-at-step", "30"), None),
+    ("kill late (step 21)", ("--pause-at-step", "21"), None),
     ("kill mid payload write (step 8, half written)", ("--pause-in-write", "8", "payload"), None),
     ("kill before the manifest rename (step 12)", ("--pause-in-write", "12", "manifest"), None),
     ("kill after payload rename, no manifest (step 8)", ("--pause-in-write", "8", "dir"), None),
@@ -223,18 +243,23 @@ SCENARIOS: tuple[tuple[str, tuple[str, ...], str | None], ...] = (
 )
 
 
-def _scenario(base: Path, i: int, name: str, pause: tuple[str, ...], damage: str | None,
-              ref: dict[str, Any]) -> dict[str, Any]:
-    folder = base / f"s{i}"
-    label = _kill_at(folder, *pause)
-    detail = _damage(folder, damage) if damage else ""
-    got = _resume(folder)
-    same = got == ref
-    return {"scenario": name, "killed_at": label, "damage": detail, "recovered": "error" not in got,
-            "identical": same, "error": got.get("error", "")}
+def _kill_all(base: Path, parallel: int) -> list[dict[str, Any]]:
+    """Run every kill scenario (damaged ones share one killed run, copied)."""
+    kills = {pause: base / f"k{i}" for i, pause in enumerate(dict.fromkeys(p for _, p, _ in SCENARIOS))}
+    with ThreadPoolExecutor(parallel) as pool:
+        labels = dict(zip(kills, pool.map(lambda kv: _kill_at(kv[1], *kv[0]), kills.items())))
+    rows = []
+    for i, (name, pause, damage) in enumerate(SCENARIOS):
+        folder = base / f"s{i}"
+        shutil.copytree(kills[pause], folder)
+        (folder / "never.json").unlink(missing_ok=True)
+        detail = _damage(folder, damage) if damage else ""
+        rows.append({"scenario": name, "killed_at": labels[pause], "damage": detail, "folder": folder})
+    return rows
 
 
-def _disk_full(base: Path, ref: dict[str, Any]) -> dict[str, Any]:
+def _disk_full(base: Path) -> dict[str, Any]:
+    """A checkpoint write fails with ENOSPC: clear error, previous checkpoint intact."""
     from lyactl_torch.run_state import load_run
 
     folder = base / "enospc"
@@ -242,10 +267,9 @@ def _disk_full(base: Path, ref: dict[str, Any]) -> dict[str, Any]:
     clear = rc == 3 and "No space left on device" in text and "run-00000012" in text
     prev = load_run(folder)
     intact = prev is not None and prev.step == 8 and not list(folder.glob(".*.tmp"))
-    got = _resume(folder)
-    return {"scenario": "disk full at the step-12 checkpoint", "killed_at": "ENOSPC", "damage": "",
-            "reported_clearly": clear, "previous_intact": intact, "recovered": "error" not in got and intact,
-            "identical": got == ref and clear, "error": got.get("error", "") or ("" if clear else text[-500:])}
+    (folder / "never.json").unlink(missing_ok=True)
+    return {"scenario": "disk full at the step-12 checkpoint", "killed_at": "ENOSPC", "folder": folder,
+            "damage": f"error reported clearly: {clear}; previous checkpoint intact: {intact}", "ok": clear and intact}
 
 
 def run_suite(workdir: Path | None = None, parallel: int = 2) -> dict[str, Any]:
@@ -258,10 +282,13 @@ def run_suite(workdir: Path | None = None, parallel: int = 2) -> dict[str, Any]:
         if rc != 0:
             raise RuntimeError(f"reference run failed: {text[-2000:]}")
         ref = json.loads((base / "reference.json").read_text())
-        with ThreadPoolExecutor(parallel) as pool:
-            jobs = [pool.submit(_scenario, base, i, *s, ref) for i, s in enumerate(SCENARIOS)]
-            jobs.append(pool.submit(_disk_full, base, ref))
-            rows = [j.result() for j in jobs]
+        rows = _kill_all(base, parallel) + [_disk_full(base)]
+        resumed = _resume_all([r["folder"] for r in rows], parallel)
+        for r in rows:
+            got = resumed[r.pop("folder")]
+            r["recovered"] = "error" not in got and r.pop("ok", True)
+            r["identical"] = got == ref
+            r["error"] = got.get("error", "")
     finally:
         if workdir is None:
             shutil.rmtree(base, ignore_errors=True)
@@ -275,8 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd")
     w = sub.add_parser("worker")
-    w.add_argument("--dir", required=True)
-    w.add_argument("--out", required=True)
+    w.add_argument("--dir", required=True, action="append")
+    w.add_argument("--out", required=True, action="append")
     w.add_argument("--resume", action="store_true")
     w.add_argument("--pause-at-step", type=int)
     w.add_argument("--pause-in-event", action="store_true")
