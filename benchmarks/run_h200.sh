@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Reproduce the pretraining benchmark on a machine with H200s (or any CUDA GPUs):
+#   bash benchmarks/run_h200.sh STAGE OUT_DIR [DEVICES]
+# STAGE: 1 (dense, lyactl, freeze, frontier, surgery bench), 2 (arms derived from lyactl-s0)
+# or all. Needs ../shared/data (or .data) with corpus/ and eval/; python-control importable
+# (a wheel in .whl/ is installed to /tmp/site if present). Job results go to /tmp/lyactl-run
+# (kept between stages), the merged results to OUT_DIR/pretrain_h200.json.
+set -uo pipefail
+stage=${1:-all}; out=${2:-benchmarks/results}; devices=${3:-$(python3 -c "import torch; print(','.join(map(str, range(torch.cuda.device_count()))))")}
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD:$PWD/backends PYTHONUNBUFFERED=1 TORCHINDUCTOR_CACHE_DIR=/tmp/inductor
+data=.data; [ -d "$data" ] || data=../shared/data
+run=/tmp/lyactl-run; mkdir -p "$run"
+[ -d .runs/h200 ] && cp -n .runs/h200/*.json "$run"/ 2>/dev/null
+bench=""; [ "$stage" != 2 ] && bench="--bench"
+python3 benchmarks/pretrain.py run --preset h200 --stage "$stage" $bench --data "$data" --devices "$devices" \
+  --out "$run" --name pretrain_h200 --results "$out" --timeout "${LYACTL_TIMEOUT:-3000}" 2>&1 | tee "$out/run_stage$stage.log" | grep -v "^ "
+cp "$run"/surgery_h200.json "$out"/ 2>/dev/null
+tar czf "$out/jobs_stage$stage.tgz" -C "$run" --exclude work --exclude '*.spec.json' .
+for f in "$run"/*.log; do grep -qE "Traceback" "$f" && { echo "== $f"; grep -E "Error|Traceback" -A3 "$f" | tail -6; }; done
+exit 0
