@@ -47,6 +47,7 @@ PRESETS: dict[str, dict] = {
         "seeds": (0, 1, 2),
         "frontier": ((256, 4, 4, 1024), (384, 6, 6, 1536), (512, 8, 8, 2048), (768, 8, 12, 3072)),
         "frontier_tokens": (88_000_000, 44_000_000),
+        "frontier_short": ((512, 8, 8, 2048), (768, 8, 12, 3072)),  # sizes also run at the 2nd budget
         "lyactl": _LYACTL,
         "freeze": {"start_frac": 0.5, "end_frac": 0.9, "layers": 4},
         "eval": {"tasks": ["bpb", "endings", "lambada", "hellaswag", "mmlu5"], "batch_size": 64,
@@ -65,6 +66,11 @@ PRESETS: dict[str, dict] = {
         "eval": {"tasks": ["bpb", "endings", "hellaswag"], "batch_size": 8, "limits": {"endings": 8, "bpb": 2}},
     },
 }
+
+
+_PRIORITY = {"lyactl-s0": 100, "dense-s0": 99, "lyactl-arch-scratch": 90, "small-dense": 90, "dense-short": 90,
+             "random": 89, "magnitude": 89, "taylor": 89, "lyactl-s1": 80, "dense-s1": 80, "lyactl-s2": 70,
+             "dense-s2": 70, "freeze": 60, "frontier": 50}
 
 
 def _steps(preset: dict, tokens: int) -> int:
@@ -91,6 +97,8 @@ def plan(preset: dict, stage: str, **paths: str) -> list[dict]:
         jobs.append(_job(preset, "freeze", 0, dense, T, policy={"kind": "freeze", **preset["freeze"]}))
         for d, L, H, M in preset["frontier"]:
             for tok in preset["frontier_tokens"]:
+                if tok != T and (d, L, H, M) not in preset.get("frontier_short", preset["frontier"]):
+                    continue
                 model = {"d_model": d, "n_layer": L, "n_head": H, "mlp_hidden": M}
                 if model == dense and tok == T:
                     continue  # that point is the dense arm itself
@@ -104,6 +112,8 @@ def plan(preset: dict, stage: str, **paths: str) -> list[dict]:
         for rule in ("random", "magnitude", "taylor"):
             jobs.append(_job(preset, rule, 0, dense, T, derive="replay",
                              policy={"kind": "replay", "rule": rule, **preset["lyactl"]}, **need))
+    for j in jobs:  # queue priority: what unblocks or anchors the comparison first
+        j["cost"] = _PRIORITY.get(j["id"], _PRIORITY.get(j["arm"], 0)) + j["cost"] * 1e-12
     common = {k: preset[k] for k in ("seq_len", "batch", "lr", "warmup", "device", "bf16", "compile", "vocab", "eval")}
     for j in jobs:
         j.update(common, **paths)

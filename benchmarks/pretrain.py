@@ -62,7 +62,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         jobs = [j for j in jobs if j["id"] in keep or j["arm"] in keep]
     if args.bench:
         jobs.insert(0, {"id": "bench-surgery", "arm": "bench", "script": "bench_surgery_gpu",
-                        "args": ["--out", str(args.out / "surgery_h200.json")], "cost": 1e30, "needs": []})
+                        "args": ["--out", str(args.out / "surgery_h200.json")], "cost": 95.0, "needs": []})
     devices = args.devices.split(",")
     done = {j["id"] for j in jobs if (args.out / f"{j['id']}.json").exists()}
     status = run_jobs([j for j in jobs if j["id"] not in done], devices, args.out, timeout_s=args.timeout, done=done)
