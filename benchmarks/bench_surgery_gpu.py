@@ -57,19 +57,18 @@ def _cut_event(backend: TorchBackend, target: float, layers: int, eid: int) -> E
         if g.kind is GroupKind.LAYER and g.layer in dropped:
             chosen.append(i)
             budget -= g.flops_remove
-    per_layer: dict[int, list[int]] = {}
+    queues: dict[tuple[int, GroupKind], list[int]] = {}
     for i, g in enumerate(groups):
         if g.kind in (GroupKind.MLP_BLOCK, GroupKind.HEAD) and g.layer not in dropped:
-            per_layer.setdefault(g.layer, []).append(i)
-    # alternate MLP blocks and heads, cheapest position last, keeping >= 1 of each per layer
-    queues = {L: sorted(ix, key=lambda i: (groups[i].kind is GroupKind.HEAD, -i)) for L, ix in per_layer.items()}
-    while budget > 0 and any(len(q) > 2 for q in queues.values()):
-        for L, q in queues.items():
-            if budget <= 0 or len(q) <= 2:
-                continue
-            i = q.pop(0) if len(chosen) % 3 else q.pop(-1)
-            chosen.append(i)
-            budget -= groups[i].flops_remove
+            queues.setdefault((g.layer, g.kind), []).append(i)
+    # round-robin over layers, two MLP blocks per head, keeping >= 1 of each kind per layer
+    while budget > 0 and any(len(q) > 1 for q in queues.values()):
+        for (layer, kind), q in sorted(queues.items(), key=lambda kv: (kv[0][0], kv[0][1].value)):
+            for _ in range(2 if kind is GroupKind.MLP_BLOCK else 1):
+                if budget > 0 and len(q) > 1:
+                    i = q.pop()
+                    chosen.append(i)
+                    budget -= groups[i].flops_remove
     decisions = tuple(Decision(0, groups[i].name, i, Action.PRUNE) for i in chosen)
     return Event(eid, 0, decisions)
 

@@ -2,7 +2,7 @@
 
 A tiny reference GPT trains for ``STEPS`` steps under a real lyactl ``Controller`` set so
 that an event (prune) happens at step 8 and the guard watches it until step 14, with a
-run checkpoint every 4 steps. Every scenario runs the training in a subprocess
+run checkpoint every 3 steps (between reports, so the saved ``dw_sq`` snapshot matters). Every scenario runs the training in a subprocess
 (``python benchmarks/fault_injection.py worker ...``, one CPU thread) and
 
 * sends SIGKILL at a chosen point: inside the training loop before / during (inside
@@ -40,7 +40,7 @@ from typing import Any
 
 __all__ = ["STEPS", "EVERY", "build", "run_suite", "main"]
 
-STEPS, EVERY = 24, 4
+STEPS, EVERY = 24, 3  # checkpoints fall between reports (every 2): the dw_sq snapshot matters
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -79,7 +79,7 @@ def build(steps: int = STEPS):
 
 
 def summary(res, loop, model) -> dict[str, Any]:
-    """What must be identical between a resumed and an uninterrupted run."""
+    """What must be identical between a resumed and an uninterrupted run (JSON-ready)."""
     from lyactl.decision_log import event_to_json
 
     h = hashlib.sha256()
@@ -88,6 +88,7 @@ def summary(res, loop, model) -> dict[str, Any]:
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     record = [{k: v for k, v in r.items() if k != "seconds"} for r in loop.backend.record]
     return {"losses": res.losses, "events": [event_to_json(e) for e in loop.events], "record": record,
+            "controller": loop.controller.state_dict(),  # its statistics window: dw_sq etc. of the last reports
             "tokens": res.tokens, "train_flops": res.train_flops, "weights_sha256": h.hexdigest()}
 
 
@@ -107,14 +108,14 @@ def _install_faults(args: argparse.Namespace) -> None:
         rebuild = TorchBackend._rebuild
         TorchBackend._rebuild = lambda self: (_pause("event"), rebuild(self))[1]  # after surgery, before rebuild
     if args.pause_in_write or args.enospc_at:
-        real = atomic._fsync
+        real, last = atomic._fsync, {"step": None}  # step of the file fsynced last (for the dir fsync)
 
         def fsync(fd: int) -> None:
             path = os.readlink(f"/proc/self/fd/{fd}")
             name = os.path.basename(path)
             kind = "dir" if os.path.isdir(path) else ("payload" if ".pt." in name else "manifest")
             step = args.pause_in_write[0] if args.pause_in_write else args.enospc_at
-            if f"run-{int(step):08d}" in name or (kind == "dir" and _DIRSTEP.get("step") == int(step)):
+            if f"run-{int(step):08d}" in name or (kind == "dir" and last["step"] == int(step)):
                 if args.enospc_at and kind == "payload":
                     os.ftruncate(fd, os.fstat(fd).st_size // 2)
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -123,13 +124,10 @@ def _install_faults(args: argparse.Namespace) -> None:
                         os.ftruncate(fd, os.fstat(fd).st_size // 2)  # only half of it reached the disk
                     _pause(f"write {kind}")
             if kind != "dir":
-                _DIRSTEP["step"] = int(name.split("-")[1].split(".")[0]) if name.startswith(".run-") else None
+                last["step"] = int(name.split("-")[1].split(".")[0]) if name.startswith(".run-") else None
             real(fd)
 
         atomic._fsync = fsync
-
-
-_DIRSTEP: dict[str, Any] = {}
 
 
 def worker(args: argparse.Namespace) -> int:
@@ -234,9 +232,9 @@ SCENARIOS: tuple[tuple[str, tuple[str, ...], str | None], ...] = (
     ("kill right after the event (step 9)", ("--pause-at-step", "9"), None),
     ("kill in the guard window (step 13)", ("--pause-at-step", "13"), None),
     ("kill late (step 21)", ("--pause-at-step", "21"), None),
-    ("kill mid payload write (step 8, half written)", ("--pause-in-write", "8", "payload"), None),
+    ("kill mid payload write (step 9, half written)", ("--pause-in-write", "9", "payload"), None),
     ("kill before the manifest rename (step 12)", ("--pause-in-write", "12", "manifest"), None),
-    ("kill after payload rename, no manifest (step 8)", ("--pause-in-write", "8", "dir"), None),
+    ("kill after payload rename, no manifest (step 9)", ("--pause-in-write", "9", "dir"), None),
     ("corrupt newest payload (flipped bytes)", ("--pause-at-step", "13"), "flip"),
     ("truncated newest payload", ("--pause-at-step", "13"), "truncate"),
     ("garbled newest manifest", ("--pause-at-step", "13"), "manifest"),
@@ -266,7 +264,7 @@ def _disk_full(base: Path) -> dict[str, Any]:
     rc, text = _run("--dir", str(folder), "--out", str(folder / "never.json"), "--enospc-at", "12")
     clear = rc == 3 and "No space left on device" in text and "run-00000012" in text
     prev = load_run(folder)
-    intact = prev is not None and prev.step == 8 and not list(folder.glob(".*.tmp"))
+    intact = prev is not None and prev.step == 9 and not list(folder.glob(".*.tmp"))
     (folder / "never.json").unlink(missing_ok=True)
     return {"scenario": "disk full at the step-12 checkpoint", "killed_at": "ENOSPC", "folder": folder,
             "damage": f"error reported clearly: {clear}; previous checkpoint intact: {intact}", "ok": clear and intact}

@@ -131,7 +131,8 @@ class ReplayController:
 
     def _choose(self, ev: ScheduledEvent, scores: np.ndarray) -> list[int]:
         chosen: list[int] = []
-        for kind, count in sorted(ev.prune.items()):
+        # whole layers first: the groups inside a removed layer go with it and are not counted
+        for kind, count in sorted(ev.prune.items(), key=lambda kc: (kc[0] != GroupKind.LAYER.value, kc[0])):
             cands = [i for i, g in enumerate(self.groups) if g.kind.value == kind and self.alive[i]]
             for i in sorted(cands, key=lambda j: (scores[j], j)):
                 if len([c for c in chosen if self.groups[c].kind.value == kind]) >= count:
@@ -139,9 +140,16 @@ class ReplayController:
                 self.alive[i] = False
                 if self._feasible():
                     chosen.append(i)
+                    if kind == GroupKind.LAYER.value:
+                        self._drop_layer(self.groups[i].layer)
                 else:
                     self.alive[i] = True
         return chosen
+
+    def _drop_layer(self, layer: int) -> None:
+        for j, g in enumerate(self.groups):
+            if g.layer == layer and g.kind is not GroupKind.LAYER:
+                self.alive[j] = False
 
     def _feasible(self) -> bool:
         return all(int(self.alive[list(c.members)].sum()) >= c.min_keep for c in self.constraints if c.members)
@@ -160,12 +168,17 @@ class ReplayController:
 
 def schedule_from_log(events: Sequence[Mapping], groups: Sequence[Group]) -> list[ScheduledEvent]:
     """Turn a run's applied events (dicts with ``step`` and ``decisions``: each with
-    ``index`` and ``action``) into a schedule of counts per kind and frozen-prefix size."""
-    out, frozen = [], 0
+    ``index`` and ``action``) into a schedule of counts per kind and frozen-prefix size.
+    Groups inside a layer removed in the same or an earlier event are not counted."""
+    out, frozen, gone = [], 0, set()
     for ev in events:
         prune: dict[str, int] = {}
+        gone |= {groups[int(d["index"])].layer for d in ev["decisions"]
+                 if d["action"] == Action.PRUNE.value and groups[int(d["index"])].kind is GroupKind.LAYER}
         for d in ev["decisions"]:
             g = groups[int(d["index"])]
+            if g.kind is not GroupKind.LAYER and g.layer in gone:
+                continue  # went with its layer: removing it saved nothing more
             if d["action"] == Action.PRUNE.value:
                 prune[g.kind.value] = prune.get(g.kind.value, 0) + 1
             elif d["action"] == Action.FREEZE.value:

@@ -152,9 +152,20 @@ class Controller:
             event = self._decide(stats.step, results, role_ok)
             if event is not None:
                 events = (event,)
-                self.guard.watch(event)
+                if self._exact(event, stats):
+                    releases.append(event)
+                else:
+                    self.guard.watch(event)
         penalty = self._actuate(stats, eligible)
         return ControlOutput(events, tuple(restores), tuple(releases), penalty, False, reason or "ok")
+
+    @staticmethod
+    def _exact(event: Event, stats: GroupStats) -> bool:
+        """True when the event only removes groups whose weights are exactly zero now: the
+        removal cannot change the function (nor the loss), so there is nothing for the guard
+        to watch or restore; such an event is released as it is applied."""
+        idx = [d.index for d in event.decisions]
+        return all(d.action is Action.PRUNE for d in event.decisions) and bool(np.all(stats.w_sq[idx] == 0.0))
 
     def _run_guard(self, stats: GroupStats) -> tuple[list[Event], list[Event]]:
         self.guard.record(stats.step, stats.loss, stats.val_loss)

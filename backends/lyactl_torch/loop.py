@@ -12,8 +12,8 @@
         ctl.step(loss)        # the loss tensor is only read on statistics steps
 
 Every step: the proximal penalty (if any strength is > 0). Every ``interval`` steps:
-``backend.statistics()`` (one host sync) -> ``controller.observe(stats)`` -> apply the
-events, restore, release -> ``set_penalty`` -> ``on_event(ctl, changed)`` when the model's
+``backend.statistics()`` (one host sync) -> ``controller.observe(stats)`` -> restore,
+apply the events, release -> ``set_penalty`` -> ``on_event(ctl, changed)`` when the model's
 structure changed (re-run ``torch.compile`` there: shapes changed). Call ``ctl.step``
 before the next ``zero_grad`` so the gradients are still there.
 """
@@ -102,15 +102,17 @@ class Lyactl:
         self.stats.append(stats)
         self.outputs.append(out)
         changed: list[Event] = []
-        for ev in out.events:
-            b.apply(ev)
-            self.events.append(ev)
-            changed.append(ev)
+        # restores first: the controller ran its guard (restores) before deciding, so a
+        # new event may rely on groups that this very report restores
         for ev in out.restores:
             b.restore(ev)
             self.restored.append(ev)
             changed.append(ev)
-        for ev in out.releases:
+        for ev in out.events:
+            b.apply(ev)
+            self.events.append(ev)
+            changed.append(ev)
+        for ev in out.releases:  # after apply: an event may be released as it is applied
             b.release(ev)
         if getattr(out, "penalty", None) is not None:
             b.set_penalty(np.asarray(out.penalty, dtype=np.float64))
