@@ -45,9 +45,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 # ---------------------------------------------------------------- the run (imported lazily: torch)
-def build(steps: int = STEPS):
+def build(steps: int = STEPS, guard_all: bool = True):
     """``(model, optimizer, loop, batches, train_config)`` of the reference run, built
-    identically on every call (zeroed units make the controller prune at step 8)."""
+    identically on every call (zeroed units make the controller prune at step 8).
+
+    The controller releases an *exact* event (all removed weights exactly zero) as it is
+    applied, without the guard; with ``guard_all`` (default) the guard watches every event
+    instead, so the checkpoints written in the watch window hold removed slices.
+    """
     import numpy as np
     import torch
 
@@ -74,6 +79,10 @@ def build(steps: int = STEPS):
     ccfg = ControllerConfig(monitors=MonitorConfig(window=3, lag=1), guard=GuardConfig(window=3, pre_window=3),
                             hysteresis=2, cooldown_steps=10)
     loop.controller = Controller(loop.backend.groups(), loop.backend.constraints(), ccfg)
+    if guard_all:
+        if not callable(getattr(loop.controller, "_exact", None)):
+            raise RuntimeError("Controller._exact is gone: update guard_all in benchmarks/fault_injection.py")
+        loop.controller._exact = lambda event, stats: False  # this instance only
     tokens = np.random.default_rng(0).integers(0, 64, 4000)
     return model, opt, loop, Batches(tokens, 16, 4, 0), tcfg
 
@@ -87,8 +96,10 @@ def summary(res, loop, model) -> dict[str, Any]:
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     record = [{k: v for k, v in r.items() if k != "seconds"} for r in loop.backend.record]
+    ctl = loop.controller.state_dict()  # its statistics window holds dw_sq etc. of the last reports
+    ctl["window"].pop("head")  # the ring's start index: a loaded window starts at 0 (same content)
     return {"losses": res.losses, "events": [event_to_json(e) for e in loop.events], "record": record,
-            "controller": loop.controller.state_dict(),  # its statistics window: dw_sq etc. of the last reports
+            "controller": ctl,
             "tokens": res.tokens, "train_flops": res.train_flops, "weights_sha256": h.hexdigest()}
 
 

@@ -29,7 +29,9 @@ def _load(out: Path) -> list[dict]:
     for p in sorted(out.glob("*.json")):
         if p.name.endswith(".spec.json") or p.name == "status.json":
             continue
-        runs.append(json.loads(p.read_text()))
+        run = json.loads(p.read_text())
+        if "arm" in run:  # skip side files (e.g. a benchmark's own result)
+            runs.append(run)
     return runs
 
 

@@ -1,9 +1,12 @@
 """Command-line interface: ``lyactl <subcommand> ...`` (also ``python -m lyactl``).
 
 Each subcommand is added by one small function ``_add_<name>(subparsers)`` that registers
-its arguments and sets ``handler`` (a function ``(args) -> int``). Exit codes: 0 when a
-verdict was computed (whatever it is), 2 on a user error (one line on stderr naming the
-argument, no traceback).
+its arguments and sets ``handler`` (a function ``(args) -> int``). Exit codes: 0 ok (for
+``verify``: a verdict was computed, whatever it is), 1 a failed check (a certificate that does
+not re-verify), 2 a user error (one line on stderr naming the argument, no traceback).
+
+Subcommands needing PyTorch (``demo``, ``train``, ``eval``) import ``lyactl_torch`` inside
+their handlers, so ``import lyactl`` (and ``lyactl verify``/``report``) never imports torch.
 """
 
 from __future__ import annotations
@@ -44,12 +47,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lyactl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_verify(sub)
+    _add_demo(sub)
+    _add_train(sub)
+    _add_eval(sub)
+    _add_report(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code (0 verdict computed, 2 user error)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if argv[:1] == ["eval"]:  # its own parser (lyactl_torch.evaluate); see _run_eval
+            return _run_eval(argv[1:])
         args = build_parser().parse_args(argv)
         return int(args.handler(args))
     except _UsageError as exc:
@@ -58,6 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     except (LyactlError, OSError) as exc:
         print(f"lyactl: error: {exc}".splitlines()[0], file=sys.stderr)
         return 2
+    except ImportError as exc:
+        print(f"lyactl: error: {exc} (install the extra: pip install -e '.[torch]')".splitlines()[0], file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lyactl: interrupted", file=sys.stderr)
+        return 130
 
 
 def _add_verify(sub: argparse._SubParsersAction) -> None:
@@ -73,6 +89,116 @@ def _add_verify(sub: argparse._SubParsersAction) -> None:
                    help="coupled L2 (gd, heavy-ball, nesterov) or decoupled (adam = AdamW)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(handler=_run_verify)
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo", help="train a small GPT on the shipped corpus, dense and with lyactl, and compare",
+        description="Train a small GPT on the shipped demo corpus (World English Bible excerpt) twice, "
+                    "dense and with the lyactl controller (same seed, same data order); print FLOPs, "
+                    "wall-clock, validation bits per byte and the certified decisions; write a run folder "
+                    "with the decision log, metrics (CSV, JSON) and plots. Exit 0 if every certificate "
+                    "re-verifies offline, 1 if one does not.")
+    p.add_argument("--out", type=Path, default=Path("lyactl-demo"), help="run folder (default ./lyactl-demo)")
+    p.add_argument("--preset", choices=("small", "tiny", "large"), default="small",
+                   help="small: CPU, ~2 min (default); tiny: seconds (tests); large: a GPU")
+    p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: the preset's)")
+    p.add_argument("--steps", type=int, default=None, help="training steps per arm (default: the preset's)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--verbose", action="store_true", help="log events to stderr (always in RUN/run.log)")
+    p.set_defaults(handler=_run_demo)
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise _UsageError(f"--device: expected a device torch can use, found {device!r} (no CUDA here)")
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    if args.steps is not None and args.steps < 1:
+        raise _UsageError(f"--steps: expected an int >= 1, found {args.steps}")
+    if args.threads is not None and args.threads < 1:
+        raise _UsageError(f"--threads: expected an int >= 1, found {args.threads}")
+    from lyactl_torch.demo import run_config, run_demo
+
+    cfg = run_config(args.preset, device=args.device, steps=args.steps)
+    _check_device(cfg.training.device)
+    return run_demo(cfg, args.out, progress=not args.no_progress, verbose=args.verbose, threads=args.threads)
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train the reference GPT from a TOML/YAML config",
+        description="Train the reference GPT as configured in CONFIG (.toml, .yaml or .yml; sections "
+                    "[model], [data], [training], [controller]; unknown keys are errors; see "
+                    "docs/quickstart.md), with the lyactl controller unless controller.enabled = false. "
+                    "Writes the run folder (checkpoint, decision log, metrics, plots). Exit 0 ok, 1 if a "
+                    "certificate does not re-verify, 2 on a bad config.")
+    p.add_argument("config", type=Path, help="the run configuration (.toml, .yaml, .yml)")
+    p.add_argument("--out", type=Path, default=Path("lyactl-run"), help="run folder (default ./lyactl-run)")
+    p.add_argument("--dense-too", action="store_true", help="also train the dense arm (same seed and data)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--verbose", action="store_true", help="log events to stderr")
+    p.set_defaults(handler=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from .runconfig import load_run_config
+
+    cfg = load_run_config(args.config)
+    from lyactl_torch.demo import run_demo
+
+    _check_device(cfg.training.device)
+    arm = "lyactl" if cfg.controller.enabled else "dense"
+    arms = ("dense", arm) if args.dense_too and arm != "dense" else (arm,)
+    return run_demo(cfg, args.out, arms=arms, progress=not args.no_progress, verbose=args.verbose)
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    sub.add_parser("eval", add_help=False, help="evaluate a checkpoint offline (lyactl eval --help)")
+
+
+def _run_eval(argv: list[str]) -> int:
+    """``lyactl eval CHECKPOINT --tasks ...``: lyactl_torch.evaluate's CLI on a checkpoint of
+    :mod:`lyactl_torch.checkpoint`; the run folder's tokenizer.json is used unless --tokenizer."""
+    from lyactl_torch.checkpoint import load
+    from lyactl_torch.evaluate import run_eval_cli
+
+    ckpt = next((Path(a) for a in argv if not a.startswith("-")), None)
+    if ckpt is not None and "--tokenizer" not in argv and (ckpt.parent / "tokenizer.json").is_file():
+        argv = argv + ["--tokenizer", str(ckpt.parent / "tokenizer.json")]
+    try:
+        return run_eval_cli(argv, lambda path, device: load(path, map_location=device).model)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return int(exc.code or 0)
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report", help="re-plot a run folder and re-verify every certificate offline",
+        description="Read RUN_DIR (written by lyactl demo or lyactl train), redraw its plots, print the "
+                    "table and re-verify every certificate of its decision log with lyactl alone. "
+                    "Exit 0 if all verify, 1 if any fails, 2 if RUN_DIR is not a run folder.")
+    p.add_argument("run_dir", type=Path, help="the run folder")
+    p.set_defaults(handler=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from .runreport import format_table, load_run, plot_run, reverify_run
+
+    run = load_run(args.run_dir)
+    plots = plot_run(args.run_dir, run)
+    report = reverify_run(args.run_dir)
+    print(format_table(run))
+    for line, group, monitor, problem in report.failures:
+        print(f"FAIL {args.run_dir / 'decisions.jsonl'}:{line} {group} [{monitor}]: {problem}")
+    print(f"re-verified offline: {report.n_certificates} certificates of {report.n_decisions} decisions: "
+          f"{'all verify' if report.ok else f'{len(report.failures)} FAIL'}")
+    print("plots: " + ", ".join(str(p) for p in plots))
+    return 0 if report.ok else 1
 
 
 def _run_verify(args: argparse.Namespace) -> int:

@@ -9,6 +9,11 @@ Timing: wall-clock is measured with host timers around the whole loop, with a de
 the start, at every logging step (the loss is read there anyway) and at the end; nothing else
 synchronises. Compilation is reported apart as the excess of each first step after a
 (re)compile over the median step time.
+
+Resilience: run checkpoints every ``checkpoint_every`` steps (atomic, checksummed, the newest
+two kept; see :mod:`.run_state`) and ``resume=True`` continue a killed run exactly where its
+last good checkpoint left it; the wall-clock of a resumed run adds up its segments and
+includes the checkpoint writes.
 """
 
 from __future__ import annotations
@@ -147,8 +152,7 @@ def train(
     if start == 0:
         res.fpt.append((0, fpt))
     _sync(dev)
-    wall0, t_start = res.wall_s, time.perf_counter()
-    t_mark, mark_step = t_start, start
+    clock = _Clock(res.wall_s, time.perf_counter(), start)
     for step in range(start, cfg.steps):
         loss = _one_step(model, fwd, optimizer, batches, cfg, dev, step)
         changed = False
@@ -158,11 +162,7 @@ def train(
         res.train_flops += fpt * tokens_per_step
         res.tokens += tokens_per_step
         if step in first_steps or changed or (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-            _sync(dev)
-            now = time.perf_counter()
-            res.step_ms.append((step, 1e3 * (now - t_mark) / max(1, step + 1 - mark_step)))
-            res.losses.append((step, float(loss.detach())))
-            t_mark, mark_step = now, step + 1
+            clock.log(res, step, loss, dev)
         if changed:
             fwd = _compiled(model, cfg)
             fpt = training_flops_per_token(model, seq_len or batches.seq_len)
@@ -170,15 +170,40 @@ def train(
             res.peak_mem.append((step, _peak_mem(dev)))
             first_steps.append(step + 1)
         if checkpoint_every and ((step + 1) % checkpoint_every == 0 or step + 1 == cfg.steps):
-            res.wall_s = wall0 + time.perf_counter() - t_start
+            res.wall_s = clock.wall()
             save_run(Path(checkpoint_dir), step=step + 1, model=model, optimizer=optimizer, loop=loop,
                      result=res.to_json(), extra={"first_steps": list(first_steps)}, keep=keep_checkpoints)
     _sync(dev)
-    res.wall_s = wall0 + time.perf_counter() - t_start
+    res.wall_s = clock.wall()
     if start < cfg.steps:
         res.peak_mem.append((cfg.steps, _peak_mem(dev)))
     res.compile_s = _compile_seconds(res.step_ms, first_steps)
     return res
+
+
+@dataclass
+class _Clock:
+    """Wall-clock of the run: ``wall0`` seconds of earlier segments (before a resume)
+    plus this one since ``t_start``; ``t_mark``/``mark_step`` of the last logged step."""
+
+    wall0: float
+    t_start: float
+    mark_step: int
+    t_mark: float = math.nan
+
+    def __post_init__(self) -> None:
+        self.t_mark = self.t_start
+
+    def wall(self) -> float:
+        return self.wall0 + time.perf_counter() - self.t_start
+
+    def log(self, res: RunResult, step: int, loss: torch.Tensor, dev: torch.device) -> None:
+        """Record the loss and the mean step time since the last logged step (one sync)."""
+        _sync(dev)
+        now = time.perf_counter()
+        res.step_ms.append((step, 1e3 * (now - self.t_mark) / max(1, step + 1 - self.mark_step)))
+        res.losses.append((step, float(loss.detach())))
+        self.t_mark, self.mark_step = now, step + 1
 
 
 def _one_step(model: torch.nn.Module, fwd: Any, optimizer: torch.optim.Optimizer, batches: Batches,

@@ -1,0 +1,30 @@
+"""Hugging Face Trainer: one callback (lyactl_torch.integrations.LyactlCallback)."""
+
+import torch
+import transformers as T
+
+from lyactl.controller import Controller, ControllerConfig
+from lyactl.monitors import MonitorConfig
+from lyactl_torch.integrations import LyactlCallback
+
+T.logging.set_verbosity_error()
+torch.manual_seed(0)
+model = T.GPT2LMHeadModel(T.GPT2Config(vocab_size=64, n_positions=16, n_embd=64, n_layer=2, n_head=2,
+                                       n_inner=128, bos_token_id=0, eos_token_id=0))
+data = [{"input_ids": x, "labels": x} for x in torch.randint(0, 64, (64, 16), generator=torch.Generator().manual_seed(0))]
+
+
+def make_controller(backend):
+    """Called once with the backend built on the Trainer's model and optimizer."""
+    cfg = ControllerConfig(monitors=MonitorConfig(window=3, lag=1), warmup_steps=4, hysteresis=2)
+    return Controller(backend.groups(), backend.constraints(), cfg)
+
+
+callback = LyactlCallback(make_controller, interval=2, block=32)
+args = T.TrainingArguments(output_dir="hf_tutorial_out", per_device_train_batch_size=4, max_steps=12,
+                           learning_rate=1e-3, report_to=[], save_strategy="no", use_cpu=True,
+                           disable_tqdm=True, logging_steps=4)
+trainer = T.Trainer(model=model, args=args, train_dataset=data, callbacks=[callback])
+trainer.train()
+ctl = callback.driver.ctl       # the lyactl_torch.Lyactl the callback drives
+print("reports:", len(ctl.outputs), "events:", len(ctl.events))

@@ -1,0 +1,38 @@
+"""Lightning: one callback (lyactl_torch.integrations.LyactlLightningCallback)."""
+
+import lightning.pytorch as pl
+import torch
+
+from lyactl.controller import Controller, ControllerConfig
+from lyactl.monitors import MonitorConfig
+from lyactl_torch import GPT, GPTConfig
+from lyactl_torch.integrations import LyactlLightningCallback
+
+
+class LitGPT(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.gpt = GPT(GPTConfig(vocab_size=64, seq_len=16, d_model=64, n_layer=2, n_head=2, head_dim=32,
+                                 mlp_hidden=128))
+
+    def training_step(self, batch, batch_idx):
+        (x,) = batch
+        return self.gpt(x[:, :-1], x[:, 1:])[1]
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.parameters(), lr=1e-3)
+
+
+def make_controller(backend):
+    cfg = ControllerConfig(monitors=MonitorConfig(window=3, lag=1), warmup_steps=4, hysteresis=2)
+    return Controller(backend.groups(), backend.constraints(), cfg)
+
+
+tokens = torch.randint(0, 64, (48, 17), generator=torch.Generator().manual_seed(0))
+loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(tokens), batch_size=4)
+callback = LyactlLightningCallback(make_controller, interval=2, block=32)
+trainer = pl.Trainer(max_steps=12, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                     enable_progress_bar=False, enable_model_summary=False, callbacks=[callback])
+trainer.fit(LitGPT(), loader)
+print("reports:", len(callback.driver.ctl.outputs), "events:", len(callback.driver.ctl.events))
