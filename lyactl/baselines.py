@@ -97,6 +97,7 @@ class ReplayController:
         self.schedule = tuple(sorted(schedule, key=lambda e: e.step))
         self.rule = rule
         self.alive = np.ones(len(self.groups), dtype=bool)
+        self.gone = np.zeros(len(self.groups), dtype=bool)  # went with a removed layer
         self.frozen = 0
         self._next = 0
         self._event_id = 0
@@ -150,9 +151,16 @@ class ReplayController:
         for j, g in enumerate(self.groups):
             if g.layer == layer and g.kind is not GroupKind.LAYER:
                 self.alive[j] = False
+                self.gone[j] = True
 
     def _feasible(self) -> bool:
-        return all(int(self.alive[list(c.members)].sum()) >= c.min_keep for c in self.constraints if c.members)
+        """Every constraint keeps ``min_keep`` members alive; a constraint on groups that
+        all went with a removed layer (e.g. "one head in layer l") no longer applies."""
+        for c in self.constraints:
+            members = [m for m in c.members if not self.gone[m]]
+            if members and int(self.alive[members].sum()) < min(c.min_keep, len(members)):
+                return False
+        return True
 
     def _decision(self, stats: GroupStats, i: int, action: Action, scores: np.ndarray) -> Decision:
         cert = Certificate(
