@@ -111,7 +111,8 @@ def plan(preset: dict, stage: str, **paths: str) -> list[dict]:
             jobs.append(_job(preset, arm, 0, dense, T, derive=arm, **need))
         # the replays follow lyactl-s1: lyactl-s0's first event was restored by the guard (see
         # docs/results.md), and a replay of applied events alone would not reproduce that run
-        rneed = {"needs": ["lyactl-s1"] if stage == "all" else [], "source": "lyactl-s1"}
+        src = f"lyactl-s{preset['seeds'][1]}" if len(preset["seeds"]) > 1 else "lyactl-s0"
+        rneed = {"needs": [src] if stage == "all" else [], "source": src}
         for rule in ("random", "magnitude", "taylor"):
             jobs.append(_job(preset, rule, 0, dense, T, derive="replay",
                              policy={"kind": "replay", "rule": rule, **preset["lyactl"]}, **rneed))

@@ -56,7 +56,11 @@ def plot(res: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7.5, 5))
     dense_like = [a for a in res["arms"] if a["arm"] in ("frontier", "dense") and a.get("val_bpb")]
     for tok in sorted({a["tokens"] for a in dense_like}):
-        pts = sorted((a["train_flops"], a["val_bpb"]) for a in dense_like if a["tokens"] == tok)
+        by_size: dict[float, list[float]] = {}
+        for a in dense_like:
+            if a["tokens"] == tok:  # seeds of one size: plot their mean
+                by_size.setdefault(a["train_flops"], []).append(a["val_bpb"])
+        pts = sorted((f, sum(v) / len(v)) for f, v in by_size.items())
         ax.plot(*zip(*pts), "o-", color="0.5" if tok < max(a["tokens"] for a in dense_like) else "k",
                 label=f"dense frontier, {tok / 1e6:.0f} M tokens", ms=4)
     markers = iter("s^vD<>ph*X")

@@ -1,0 +1,61 @@
+"""The pretraining benchmark's one command, at a tiny size on CPU: every arm runs, the results
+file has the schema of docs/results.md, and the derived arms match lyactl's compute."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+ROOT = Path(__file__).resolve().parents[1]
+ARMS = {"dense", "lyactl", "lyactl-arch-scratch", "small-dense", "dense-short", "random", "magnitude", "taylor",
+        "freeze", "frontier"}
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> dict:
+    tmp = tmp_path_factory.mktemp("pretrain")
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "pretrain.py"), "run", "--preset", "tiny",
+           "--data", str(ROOT / "tests" / "fixtures" / "data"),
+           "--corpus", str(ROOT / "backends" / "lyactl_torch" / "data" / "demo_corpus"),
+           "--out", str(tmp / "run"), "--name", "tiny", "--results", str(tmp / "results")]
+    env = dict(os.environ) | {"OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads((tmp / "results" / "tiny.json").read_text())
+
+
+def test_every_arm_is_there_with_the_schema(results):
+    assert ARMS <= {a["arm"] for a in results["arms"]}
+    assert results["name"] == "tiny" and results["tokens"] > 0 and isinstance(results["gpu"], str)
+    for a in results["arms"]:
+        for key in ("arm", "seed", "wall_s", "train_flops", "val_bpb", "hellaswag_acc_norm", "mmlu_acc"):
+            assert key in a, (a["arm"], key)
+        assert a["wall_s"] > 0 and a["train_flops"] > 0 and 0 < a["val_bpb"] < 20
+    for a in results["arms"]:
+        if a["arm"] == "frontier":
+            assert a["n_params"] > 0 and a["tokens"] > 0
+
+
+def test_derived_arms_match_lyactls_compute(results):
+    by = {a["arm"]: a for a in results["arms"] if a["seed"] == 0}
+    target = by["lyactl"]["train_flops"]
+    # step granularity: within one step's FLOPs of lyactl's total
+    for arm in ("lyactl-arch-scratch", "dense-short"):
+        step = by[arm]["train_flops"] / by[arm]["steps"]
+        assert abs(by[arm]["train_flops"] - target) <= step, arm
+    assert by["dense"]["train_flops"] >= target
+
+
+def test_paired_tests_against_dense(results):
+    ids = {p["id"] for p in results["paired"]}
+    assert "lyactl-s0" in ids
+    for p in results["paired"]:
+        b = p["tests"]["bpb"]["bpb"]
+        assert b["ci_low"] <= b["diff"] <= b["ci_high"]
