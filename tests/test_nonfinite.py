@@ -22,13 +22,6 @@ from lyactl_torch.train import train  # noqa: E402
 MLP, HEAD = "blocks.0.mlp.block.0", "blocks.1.attn.head.0"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def decided(loop):
     return {d.group for e in loop.events for d in e.decisions}

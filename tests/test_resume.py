@@ -10,7 +10,6 @@ hook at a chosen step (the checkpoints on disk are then what a SIGKILL would lea
 import json
 import math
 import random
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -25,25 +24,12 @@ import lyactl_torch as L  # noqa: E402
 from lyactl_torch import run_state  # noqa: E402
 from lyactl_torch.corpus import Batches  # noqa: E402
 from lyactl_torch.train import TrainConfig, build_optimizer, train  # noqa: E402
+from scripted import Out  # noqa: E402
 
 STEPS = 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
-
-@dataclass
-class Out:
-    events: tuple = ()
-    restores: tuple = ()
-    releases: tuple = ()
-    penalty: np.ndarray | None = None
-    held: bool = False
 
 
 class Scripted:

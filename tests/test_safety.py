@@ -88,8 +88,6 @@ def test_no_pickle_of_files_and_no_eval():
     assert not bad, bad
 
 
-@pytest.mark.xfail(strict=True, reason="gap in lyactl/user_monitors.py: a string candidate goes through "
-                                       "sympy.sympify, which evaluates Python code")
 def test_string_candidates_do_not_run_code():
     import builtins
 

@@ -1,7 +1,6 @@
 """TorchBackend and the plain-loop driver with a scripted fake controller."""
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -14,14 +13,8 @@ from lyactl.protocol import Backend  # noqa: E402
 from test_torch_groups import tiny  # noqa: E402
 
 import lyactl_torch as L  # noqa: E402
+from scripted import Out  # noqa: E402
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def event(backend, eid, names, action=Action.PRUNE):
@@ -34,13 +27,6 @@ def data():
     return seq[:-1].repeat(4, 1), seq[1:].repeat(4, 1)
 
 
-@dataclass
-class Out:
-    events: tuple = ()
-    restores: tuple = ()
-    releases: tuple = ()
-    penalty: np.ndarray | None = None
-    held: bool = False
 
 
 class ScriptedController:

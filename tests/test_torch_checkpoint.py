@@ -11,13 +11,6 @@ from test_torch_groups import tiny  # noqa: E402
 import lyactl_torch as L  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def train(model, opt, n, seed=0):
     for i in range(n):

@@ -2,7 +2,6 @@
 lowest-|w|^2 head and MLP block at its first report; both ranks must see identical stats,
 apply identical events, end with identical shapes and identical parameters."""
 
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -11,17 +10,11 @@ torch = pytest.importorskip("torch")
 dist = pytest.importorskip("torch.distributed")
 
 from lyactl.groups import Action, Decision, Event, GroupKind  # noqa: E402
+from scripted import Out  # noqa: E402
 
 STEPS, INTERVAL = 6, 2
 
 
-@dataclass
-class Out:
-    events: tuple = ()
-    restores: tuple = ()
-    releases: tuple = ()
-    penalty: np.ndarray | None = None
-    held: bool = False
 
 
 class ArgminController:

@@ -13,13 +13,6 @@ from lyactl_torch.freeze import freeze_layer, frozen_prefix, unfreeze_layer  # n
 from lyactl_torch.groups import GPTAdapter, Layout  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def backward_once(model):
     x = torch.randint(0, 97, (2, 32), generator=torch.Generator().manual_seed(0))

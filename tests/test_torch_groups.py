@@ -18,14 +18,6 @@ import lyactl_torch as L  # noqa: E402
 from lyactl_torch.groups import ArchitectureAdapter, GPTAdapter, Layout, adapter_for  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread (two spin-waiting threads on 2 busy cores are ~40x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def tiny(n_layer=2, n_head=4, n_kv_head=None, bias=False, tie=True, mlp_hidden=None, seed=0, d=128):
     torch.manual_seed(seed)

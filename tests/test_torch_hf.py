@@ -23,13 +23,6 @@ from lyactl_torch import hf  # noqa: E402
 V, S, D, HD = 61, 16, 64, 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def gpt2(n_layer=2, seed=0, **kw):
     torch.manual_seed(seed)

@@ -4,7 +4,6 @@ event from a scripted controller and training on; absent-dependency paths."""
 import math
 import os
 import sys
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -17,23 +16,10 @@ from lyactl.groups import Action, Decision, Event  # noqa: E402
 
 import lyactl_torch as L  # noqa: E402
 from lyactl_torch import integrations as I  # noqa: E402
+from scripted import Out  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
-
-@dataclass
-class Out:
-    events: tuple = ()
-    restores: tuple = ()
-    releases: tuple = ()
-    penalty: np.ndarray | None = None
-    held: bool = False
 
 
 class Scripted:

@@ -15,13 +15,6 @@ import lyactl_torch as L  # noqa: E402
 from lyactl_torch.model import RMSNorm  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.mark.parametrize("kw", [{}, {"n_kv_head": 1, "bias": True}, {"tie": False}])
 def test_forward_shapes_loss_and_tying(kw):

@@ -13,13 +13,6 @@ from test_torch_groups import reference_masks, tiny  # noqa: E402
 import lyactl_torch as L  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def step(model, opt, seed):
     g = torch.Generator().manual_seed(seed)

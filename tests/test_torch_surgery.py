@@ -14,14 +14,6 @@ from lyactl_torch.groups import GPTAdapter, Layout  # noqa: E402
 from lyactl_torch.surgery import prune_units, remove_layer, restore_layer, restore_units  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread (two spin-waiting threads on 2 busy cores are ~40x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 OPTIMIZERS = {
     "adamw": lambda ps: torch.optim.AdamW(ps, lr=1e-2, weight_decay=0.1),
     "adam_foreach": lambda ps: torch.optim.Adam(ps, lr=1e-2, foreach=True, amsgrad=True),
