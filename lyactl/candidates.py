@@ -19,6 +19,7 @@ import numpy as np
 import sympy as sp
 
 from .errors import InvalidArgumentError, NonFiniteError, ShapeError, UnresolvedSymbolError, bad_arg
+from .safe_expr import to_sympy
 
 __all__ = [
     "LyapunovCandidate",
@@ -105,13 +106,14 @@ class QuadraticCandidate:
 
 @dataclass(frozen=True)
 class ExprCandidate:
-    """``V`` given as a sympy expression in ``state`` (other symbols need ``values``)."""
+    """``V`` given as a sympy expression in ``state`` (other symbols need ``values``); a
+    string is parsed by :func:`lyactl.safe_expr.parse_expr` (no code runs)."""
 
     V: sp.Expr
     state: tuple[sp.Symbol, ...]
 
     def __post_init__(self) -> None:
-        V = sp.sympify(self.V)
+        V = to_sympy(self.V, "V")
         if not isinstance(V, sp.Expr):
             raise InvalidArgumentError(bad_arg("V", "a sympy expression", type(V).__name__))
         state = tuple(self.state)

@@ -57,6 +57,7 @@ class ControllerConfig:
     model_flops: float | None = None
     allow_prune: bool = True
     allow_freeze: bool = True
+    freeze_hold_ratio: float = 0.1
 
     def __post_init__(self) -> None:
         for name in ("warmup_steps", "min_steps_between_events", "cooldown_steps"):
@@ -65,6 +66,9 @@ class ControllerConfig:
         for name in ("hysteresis", "max_groups_per_event"):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
                 raise InvalidArgumentError(bad_arg(f"ControllerConfig.{name}", "an int >= 1", getattr(self, name)))
+        if not 0.0 < self.freeze_hold_ratio < 1.0:
+            raise InvalidArgumentError(bad_arg("ControllerConfig.freeze_hold_ratio", "a number in (0, 1)",
+                                               self.freeze_hold_ratio))
         if self.model_flops is not None and not (math.isfinite(self.model_flops) and self.model_flops > 0):
             raise InvalidArgumentError(bad_arg("ControllerConfig.model_flops", "None or a number > 0",
                                                self.model_flops))
@@ -82,6 +86,22 @@ class ControlOutput:
     reason: str
 
 
+def _finite_mask(stats: GroupStats) -> np.ndarray:
+    """:meth:`GroupStats.finite_mask` given finite loss and lr, in fewer passes: where the sum
+    of the four fields is finite all four are; only elsewhere (NaN, inf or an overflowing
+    sum) are the fields checked one by one."""
+    with np.errstate(all="ignore"):
+        total = stats.w_sq + stats.dw_sq
+        total += stats.g_sq
+        total += stats.gw
+    ok = np.isfinite(total)
+    if not ok.all():
+        idx = np.flatnonzero(~ok)
+        ok[idx] = (np.isfinite(stats.w_sq[idx]) & np.isfinite(stats.dw_sq[idx]) & np.isfinite(stats.g_sq[idx])
+                   & np.isfinite(stats.gw[idx]))
+    return ok
+
+
 class Controller:
     """Online prune/freeze controller over fixed groups (indices stable for the run)."""
 
@@ -96,6 +116,7 @@ class Controller:
                 raise InvalidArgumentError(bad_arg("Constraint.members", f"indices in [0, {n})", c.members))
         self.flops_remove = np.array([g.flops_remove for g in self.groups], float)
         self.flops_freeze = np.array([g.flops_freeze for g in self.groups], float)
+        self._flops_floor = np.maximum(self.flops_remove, 1e-300)  # score denominator, fixed for the run
         self.is_layer = np.array([g.kind is GroupKind.LAYER for g in self.groups])
         self.sqrt_n = np.sqrt(np.array([max(g.n_params, 1) for g in self.groups], float))
         # groups overlap (a layer holds its heads; channels cross everything), so the sum of
@@ -143,9 +164,9 @@ class Controller:
         restores, releases = self._run_guard(stats)
         results = [m.evaluate(self.window) for m in self.monitors]
         prune_ok, freeze_ok, role_ok = self._role_verdicts(results)
-        eligible = (self.status == ACTIVE) & (self.cool_until <= stats.step) & stats.finite_mask()
-        self.streak_prune = np.where(prune_ok & eligible, self.streak_prune + 1, 0)
-        self.streak_freeze = np.where(freeze_ok & eligible, self.streak_freeze + 1, 0)
+        eligible = (self.status == ACTIVE) & (self.cool_until <= stats.step) & _finite_mask(stats)
+        self.streak_prune = (self.streak_prune + 1) * (prune_ok & eligible)  # 0 where not ok
+        self.streak_freeze = (self.streak_freeze + 1) * (freeze_ok & eligible)
         events: tuple[Event, ...] = ()
         reason = self._blocked(stats.step)
         if not reason:
@@ -182,13 +203,19 @@ class Controller:
         return restores, releases
 
     def _role_verdicts(self, results: list[MonitorResult]) -> tuple[np.ndarray, np.ndarray, dict[Role, np.ndarray]]:
-        role_ok = {}
-        for role in Role:
-            rs = [r.holds() for r in results if r.monitor.role is role]
-            role_ok[role] = np.logical_and.reduce(rs) if rs else np.zeros(self.n_groups, bool)
+        role_ok: dict[Role, np.ndarray] = {}
+        for r in results:  # a role holds where all its monitors hold
+            ok = r.holds()
+            role_ok[r.monitor.role] = role_ok[r.monitor.role] & ok if r.monitor.role in role_ok else ok
+        for role in Role:  # a role with no monitor never holds
+            role_ok.setdefault(role, np.zeros(self.n_groups, bool))
         prune_ok = role_ok[Role.COLLAPSED] | (role_ok[Role.CONVERGED] & role_ok[Role.HARMLESS])
         freeze_ok = role_ok[Role.CONVERGED] & role_ok[Role.BOUNDED] & self.is_layer
-        return prune_ok & self.config.allow_prune, freeze_ok & self.config.allow_freeze, role_ok
+        if not self.config.allow_prune:
+            prune_ok[:] = False
+        if not self.config.allow_freeze:
+            freeze_ok[:] = False
+        return prune_ok, freeze_ok, role_ok
 
     def _blocked(self, step: int) -> str:
         """Why no event may be opened now ('' if one may)."""
@@ -207,10 +234,19 @@ class Controller:
         return ""
 
     # ------------------------------------------------------------------ decisions
+    def _shrinking(self) -> np.ndarray:
+        """``[n]``: groups whose ``w_sq`` fell below ``freeze_hold_ratio`` times its window
+        maximum: they are on their way to zero (collapse), so freezing them now would forgo the
+        larger, exact saving of pruning them; they wait for the collapse certificate."""
+        w = self.window.field("w_sq")
+        peak = np.fmax.reduce(w, axis=0)  # ignores NaN (unfilled or ignored reports); all-NaN -> NaN
+        with np.errstate(invalid="ignore"):
+            return w[-1] < self.config.freeze_hold_ratio * peak  # NaN compares False: no hold on no data
+
     def _decide(self, step: int, results: list[MonitorResult], role_ok: Mapping[Role, np.ndarray]) -> Event | None:
         h = self.config.hysteresis
         ready_p = np.flatnonzero(self.streak_prune >= h)
-        ready_f = np.flatnonzero((self.streak_freeze >= h) & (self.streak_prune < h))
+        ready_f = np.flatnonzero((self.streak_freeze >= h) & (self.streak_prune < h) & ~self._shrinking())
         if ready_p.size == 0 and ready_f.size == 0:
             return None
         idx = np.concatenate([ready_p, ready_f])
@@ -301,12 +337,13 @@ class Controller:
         if self.pi.u <= 0 or stats.step < self.config.warmup_steps:
             return penalty
         ok = eligible
-        score = np.abs(stats.gw) / np.maximum(self.flops_remove, 1e-300)
+        score = np.abs(stats.gw) / self._flops_floor
         self.chosen = cheapest_groups(score, self.flops_remove, max(error, 0.0) * self.model_flops, ok, self.chosen)
         # lam_g = u sqrt(n_g): the proximal step then shrinks each coordinate by about
         # eta * u, on the scale of an Adam step (eta per coordinate), so u > 1 out-pushes the
         # optimizer and the group reaches exact zero; a bare u would not scale with the group.
-        penalty[self.chosen] = self.pi.u * self.sqrt_n[self.chosen]
+        idx = np.flatnonzero(self.chosen)
+        penalty[idx] = self.pi.u * self.sqrt_n[idx]
         return penalty
 
     # ------------------------------------------------------------------ state

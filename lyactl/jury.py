@@ -23,6 +23,7 @@ import numpy as np
 import sympy as sp
 
 from .errors import InvalidArgumentError, NonFiniteError, bad_arg
+from .safe_expr import parse_expr, to_sympy
 from .verdict import Evidence, Verdict
 
 __all__ = ["jury_expressions", "jury_conditions", "jury_numeric"]
@@ -39,7 +40,7 @@ def jury_expressions(coeffs: Sequence[sp.Expr]) -> tuple[sp.Expr, ...]:
 
 def _jury_terms(coeffs: Sequence[sp.Expr]) -> list[tuple[sp.Expr, sp.Expr]]:
     """Pairs ``(g_i, s_i)``: condition ``g_i > 0`` and a scale ``s_i >= |g_i|`` (for margins)."""
-    a = [sp.sympify(c) for c in coeffs]
+    a = [to_sympy(c, f"coeffs[{i}]") for i, c in enumerate(coeffs)]
     if len(a) < 2:
         raise InvalidArgumentError(bad_arg("coeffs", "a polynomial of degree >= 1", list(coeffs)))
     if a[0] == 0:
@@ -65,6 +66,7 @@ def jury_conditions(poly: sp.Poly | sp.Expr, z: sp.Symbol) -> tuple[sp.Basic, ..
 
     Relations that sympy can decide already become ``True``/``False``.
     """
+    poly = parse_expr(poly, "poly") if isinstance(poly, str) else poly
     P = poly if isinstance(poly, sp.Poly) else sp.Poly(poly, z)
     if P.gens != (z,):
         P = sp.Poly(P.as_expr(), z)

@@ -36,9 +36,10 @@ __all__ = [
 def as_square_matrix(A: object, name: str = "A") -> np.ndarray:
     """Return ``A`` as a finite float64 ``(n, n)`` array or raise a named lyactl error.
 
-    Only real numeric arrays are accepted (no silent coercion of strings, objects or complex).
+    Only real numeric arrays are accepted (no silent coercion of strings, objects or complex);
+    a ragged nested list is a :class:`ShapeError`.
     """
-    arr = np.asarray(A)
+    arr = _as_array(A, name)
     if not _is_real(arr):
         raise InvalidArgumentError(bad_arg(name, "a real numeric matrix", arr.dtype.name))
     if arr.ndim != 2 or arr.shape[0] != arr.shape[1] or arr.shape[0] == 0:
@@ -78,7 +79,7 @@ class NumericSystem:
 
     def simulate(self, x0: np.ndarray, steps: int) -> np.ndarray:
         """Trajectory ``[x_0, ..., x_steps]`` of shape ``(steps + 1, n)``."""
-        traj = [_as_state(x0, self.n)]
+        traj = [_as_state(x0, self.n, "x0")]
         for _ in range(steps):
             traj.append(self.step(traj[-1]))
         return np.stack(traj)
@@ -233,7 +234,7 @@ class SymbolicSystem:
 
 
 def _as_state(x: object, n: int, name: str = "x") -> np.ndarray:
-    arr = np.asarray(x, dtype=np.float64).reshape(-1) if _is_real(x) else None
+    arr = np.asarray(x, dtype=np.float64).reshape(-1) if _is_real(x, name) else None
     if arr is None:
         raise InvalidArgumentError(bad_arg(name, "a real numeric vector", type(x).__name__))
     if arr.shape != (n,):
@@ -243,6 +244,21 @@ def _as_state(x: object, n: int, name: str = "x") -> np.ndarray:
     return arr
 
 
-def _is_real(x: object) -> bool:
-    arr = np.asarray(x)
+def _as_array(x: object, name: str) -> np.ndarray:
+    """``np.asarray(x)``; numpy's bare ValueError on ragged nesting becomes a named ShapeError."""
+    try:
+        return np.asarray(x)
+    except ValueError as exc:
+        raise ShapeError(bad_arg(name, "a rectangular (non-ragged) array", _describe(x))) from exc
+
+
+def _describe(x: object) -> str:
+    """Row lengths of a ragged nested list (the first few), else the type name."""
+    if isinstance(x, (list, tuple)):
+        return f"rows of lengths {[len(r) if hasattr(r, '__len__') else 1 for r in x[:8]]}"
+    return type(x).__name__
+
+
+def _is_real(x: object, name: str = "x") -> bool:
+    arr = _as_array(x, name)
     return bool(np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating))

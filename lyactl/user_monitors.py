@@ -1,8 +1,9 @@
 """Monitors from a user's own Lyapunov candidate over a group's statistics.
 
-A user gives a candidate ``V`` over named statistics, either a sympy expression::
+A user gives a candidate ``V`` over named statistics, either a sympy expression or a
+string holding one (parsed by :func:`lyactl.safe_expr.parse_expr`, which runs no code)::
 
-    V = sympy.sympify("w_sq + dw_sq / lr")           # symbols: statistics or scalars
+    V = "w_sq + dw_sq / lr"                          # symbols: statistics or scalars
 
 or a plain callable taking the window arrays (a dict ``name -> [W, n_groups]``) and
 returning ``[W, n_groups]``; plus the condition that makes it a certificate, e.g.
@@ -26,7 +27,10 @@ import numpy as np
 import sympy
 
 from .errors import InvalidArgumentError, bad_arg
-from .monitors import _SCALARS, TINY, WINDOW_FIELDS, LyapunovMonitor, Role, StatsWindow, _max_ratio, _ratio_text
+from .safe_expr import to_sympy
+from .monitor_library import _max_ratio, _ratio_text
+from .monitors import LyapunovMonitor, Role
+from .stats_window import _SCALARS, TINY, WINDOW_FIELDS, StatsWindow
 
 __all__ = ["SympyCandidate", "CallableCandidate", "Decreases", "Below", "user_monitor", "window_arrays"]
 
@@ -47,7 +51,9 @@ def window_arrays(window: StatsWindow, names: tuple[str, ...] = _KNOWN) -> dict[
 
 @dataclass(frozen=True)
 class SympyCandidate:
-    """``V_k = expr(statistics of report k)``; compiled once with ``sympy.lambdify``."""
+    """``V_k = expr(statistics of report k)``; compiled once with ``sympy.lambdify``.
+
+    ``expr`` is a sympy expression or a string (parsed safely, see :mod:`lyactl.safe_expr`)."""
 
     expr: sympy.Expr
     name: str = "user"
@@ -55,7 +61,7 @@ class SympyCandidate:
     _names: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        expr = sympy.sympify(self.expr)
+        expr = to_sympy(self.expr, "SympyCandidate.expr", _KNOWN)
         names = tuple(sorted(str(s) for s in expr.free_symbols))
         unknown = [n for n in names if n not in _KNOWN]
         if unknown:
@@ -137,7 +143,7 @@ def user_monitor(name: str, role: Role, candidate: Any, condition: Any) -> Lyapu
     """A monitor from a candidate (sympy expression, string, callable or Candidate) and a
     condition (:class:`Decreases`, :class:`Below` or any ``Condition``)."""
     if isinstance(candidate, (sympy.Basic, str)):
-        candidate = SympyCandidate(sympy.sympify(candidate), name)
+        candidate = SympyCandidate(to_sympy(candidate, "user_monitor.candidate", _KNOWN), name)
     elif callable(candidate) and not hasattr(candidate, "values"):
         candidate = CallableCandidate(candidate, name)
     if not isinstance(role, Role):

@@ -16,7 +16,9 @@ from lyactl.monitor_library import _remaining_path
 from lyactl.stats_window import StatsWindow
 
 N, W = 5, 4
-values = st.floats(0.0, 1e3, allow_nan=False) | st.sampled_from([0.0, np.nan, np.inf, 1e300])
+_finite = st.floats(0.0, 1e3, allow_nan=False)
+values = st.one_of(*[_finite] * 7, st.sampled_from([0.0, np.nan, np.inf, 1e300]))  # mostly finite
+rare = st.lists(st.sampled_from([False] * 7 + [True]), min_size=N, max_size=N)  # a few groups
 
 
 def stats_of(draw, k):
@@ -31,16 +33,13 @@ def direct(win, f, lag):
         return np.max(V[lag:] / (V[:-lag] + 1e-300), axis=0)
 
 
-@settings(max_examples=40, deadline=None)
-@given(data=st.data(), n_reports=st.integers(1, 12), first_use=st.integers(0, 12))
-def test_ratio_rings_match_direct_through_ignores_resets_and_roundtrips(data, n_reports, first_use):
+def replay(history, first_use):
+    """Replay one history, asking for the ratios from report ``first_use`` on."""
     win = StatsWindow(N, W)
-    for k in range(n_reports):
-        ignore = np.array(data.draw(st.lists(st.booleans(), min_size=N, max_size=N)))
-        win.push(stats_of(data.draw, k), ignore=ignore)
-        if data.draw(st.booleans()):
-            win.reset_groups(np.array(data.draw(st.lists(st.booleans(), min_size=N, max_size=N))))
-        roundtrip = data.draw(st.sampled_from(["none", "fresh", "in place"]))
+    for k, (stats, ignore, reset, roundtrip) in enumerate(history):
+        win.push(stats, ignore=ignore)
+        if reset is not None:
+            win.reset_groups(reset)
         if roundtrip == "fresh":  # a resumed window: rings start again on first use
             other = StatsWindow(N, W)
             other.load_state_dict(win.state_dict())
@@ -49,7 +48,17 @@ def test_ratio_rings_match_direct_through_ignores_resets_and_roundtrips(data, n_
             win.load_state_dict(win.state_dict())
         if k >= first_use:
             for f, lag in (("w_sq", 1), ("dw_sq", 2), ("dw_sq", 3)):
-                assert np.array_equal(win.max_ratio(f, lag), direct(win, f, lag), equal_nan=True)
+                assert np.array_equal(win.max_ratio(f, lag), direct(win, f, lag), equal_nan=True), (k, f, lag)
+
+
+@settings(max_examples=30, deadline=None)
+@given(data=st.data(), n_reports=st.integers(1, 12))
+def test_ratio_rings_match_direct_through_ignores_resets_and_roundtrips(data, n_reports):
+    history = [(stats_of(data.draw, k), np.array(data.draw(rare)),
+                np.array(data.draw(rare)) if data.draw(st.sampled_from([False] * 3 + [True])) else None,
+                data.draw(st.sampled_from(["none"] * 4 + ["fresh", "in place"]))) for k in range(n_reports)]
+    for first_use in range(n_reports):  # rings started at every head position
+        replay(history, first_use)
 
 
 @settings(max_examples=60, deadline=None)

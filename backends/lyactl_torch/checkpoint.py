@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import pickle
+import struct
+import zipfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,16 +77,14 @@ def save(path: str | os.PathLike, model: GPT, *, live: dict[str, list[int]], blo
 
 def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Checkpoint:
     """Rebuild the model with the saved shapes (``torch.load(weights_only=True)``)."""
+    data = _read(path, map_location)
     try:
-        data = torch.load(path, map_location=map_location, weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
-        raise CheckpointError(bad_arg("path", "a readable lyactl_torch checkpoint", str(path))) from exc
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        found = data.get("format") if isinstance(data, dict) else type(data).__name__
-        raise CheckpointError(bad_arg(f"format of {path}", FORMAT, found))
-    cfg = GPTConfig(**data["config"])
-    shapes = [BlockShape(*s) for s in data["shapes"]]
-    model = GPT(cfg, shapes=shapes, d_live=data["d_live"]).to(map_location)
+        cfg = GPTConfig(**data["config"])
+        shapes = [BlockShape(*s) for s in data["shapes"]]
+        model = GPT(cfg, shapes=shapes, d_live=data["d_live"]).to(map_location)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(bad_arg(f"config of {path}", "a lyactl_torch model config and shapes",
+                                      f"{type(exc).__name__}: {exc}"[:200])) from exc
     try:
         model.load_state_dict(data["model"])
     except RuntimeError as exc:
@@ -98,6 +98,22 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> C
         prefix += 1
     model.frozen_prefix = prefix
     return Checkpoint(model, data["live"], data["block_ids"], data["block"], data["optimizer"], data["extra"])
+
+
+def _read(path: str | os.PathLike, map_location: str | torch.device) -> dict[str, Any]:
+    """The payload dict of a checkpoint file; any failure to read or unpickle it (short or
+    junk files raise struct.error, zipfile and pickle errors deep inside torch.load) is a
+    :class:`CheckpointError` naming the file."""
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError, struct.error, zipfile.BadZipFile,
+            KeyError, IndexError, TypeError, AttributeError, OverflowError, MemoryError) as exc:
+        raise CheckpointError(bad_arg("path", "a readable lyactl_torch checkpoint",
+                                      f"{path} ({type(exc).__name__})")) from exc
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise CheckpointError(bad_arg(f"format of {path}", FORMAT, found))
+    return data
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, model: nn.Module, saved: dict[str, Any]) -> None:
