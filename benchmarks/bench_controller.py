@@ -20,7 +20,20 @@ from lyactl.groups import Group, GroupKind, GroupStats
 N, REPORTS, WARM = 10_000, 200, 20
 
 
-def main() -> dict:
+def main(repeats: int = 5) -> dict:
+    """Median of ``repeats`` independent runs' medians (this shared 2-core machine is noisy:
+    one run's median moved between 1.0 and 1.6 ms within a minute); every run is recorded."""
+    runs = [_one_run() for _ in range(repeats)]
+    med = float(np.median([r["median_ms"] for r in runs]))
+    result = {"name": "controller", "n_groups": N, "median_ms": round(med, 4), "target_ms": 1.0, "passed": med < 1.0,
+              "runs": runs, "load_avg_1min": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()}
+    out = os.path.join(os.path.dirname(__file__), "results", "controller.json")
+    with open(out, "w") as fh:
+        json.dump(result, fh, indent=2)
+    return result
+
+
+def _one_run() -> dict:
     rng = np.random.default_rng(0)
     groups = [Group(f"g{i}", GroupKind.LAYER if i % 100 == 0 else GroupKind.MLP_BLOCK, i // 100, 1000,
                     6000.0, 2000.0) for i in range(N)]
@@ -41,15 +54,8 @@ def main() -> dict:
         if k >= WARM:
             times.append(time.perf_counter() - t0)
     med = float(np.median(times)) * 1e3
-    result = {"name": "controller", "n_groups": N, "median_ms": round(med, 4),
-              "p90_ms": round(float(np.percentile(times, 90)) * 1e3, 4), "target_ms": 1.0, "passed": med < 1.0,
-              "min_ms": round(float(np.min(times)) * 1e3, 4), "load_avg_1min": round(os.getloadavg()[0], 2),
-              "cpus": os.cpu_count()}
-    out = os.path.join(os.path.dirname(__file__), "results", "controller.json")
-    with open(out, "w") as fh:
-        json.dump(result, fh, indent=2)
-    return result
-
+    return {"median_ms": round(med, 4), "p90_ms": round(float(np.percentile(times, 90)) * 1e3, 4),
+            "min_ms": round(float(np.min(times)) * 1e3, 4)}
 
 if __name__ == "__main__":
     print(json.dumps(main()))
