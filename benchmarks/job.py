@@ -151,7 +151,7 @@ def _event_json(ev) -> dict:
 
 def _evaluate(spec: dict, model: GPT, tok, work: Path, dev: torch.device) -> dict:
     ev = spec["eval"]
-    val = [Document(**d) for d in json.loads((work / "val.json").read_text())]
+    val = [Document(**d) for d in json.loads((work / "val.json").read_text())]  # src, text, index, line
     t0 = time.perf_counter()
     results = {}
     for task in ev["tasks"]:

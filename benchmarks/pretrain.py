@@ -46,7 +46,7 @@ def _prepare(corpus: Path, preset: dict, work: Path) -> Path:
     tok_path = preset["tokenizer"] or train_bpe([d.text for d in split.train], preset["vocab"], work / "tokenizer.json")
     tok = Tokenizer.from_file(str(tok_path))
     np.save(work / "train.npy", encode_documents(tok, split.train).astype(np.uint16))
-    val = [{"doc_id": d.doc_id, "src": d.src, "text": d.text} for d in split.val]
+    val = [{"src": d.src, "text": d.text, "index": d.index, "line": d.line} for d in split.val]
     (work / "val.json").write_text(json.dumps(val))
     rec = split.record() | {"tokenizer": str(tok_path), "prepare_s": time.perf_counter() - t0}
     meta_path.write_text(json.dumps(rec))

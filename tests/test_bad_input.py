@@ -191,9 +191,10 @@ def write_xz(path, lines):
 
 
 @pytest.mark.parametrize("lines,needle", [
-    (['{"text": "ok"}', '{"text": '], ":2"),
+    (['{"src": "w", "text": "ok"}', '{"text": '], ":2"),
     (['{"src": "a"}'], "text"),
-    (['{"text": 5}'], "string"),
+    (['{"src": "w", "text": 5}'], "str"),
+    (['{"text": "no source"}'], "src"),
     (['[1, 2]'], ":1"),
 ])
 def test_corpus_reader_names_file_and_line(tmp_path, lines, needle):

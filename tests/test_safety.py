@@ -143,5 +143,5 @@ def test_training_checkpoint_and_eval_run_offline(no_network, tmp_path):
     res = train(model, opt, batches, cfg, loop=loop, checkpoint_dir=tmp_path, checkpoint_every=2)
     assert len(res.losses) >= 2 and all(np.isfinite(v) for _, v in res.losses)
     out = evaluate(model, tok, ["bpb"], tmp_path, device="cpu", batch_size=2, seq_len=16,
-                   heldout=[Document("web:1", "web", text)])
+                   heldout=[Document("web", text, 0, 1)])
     assert out["tasks"]["bpb"]["metrics"]["bpb"]["value"] > 0

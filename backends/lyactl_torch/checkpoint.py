@@ -27,7 +27,7 @@ from lyactl.errors import CheckpointError, bad_arg
 from .freeze import is_frozen
 from .model import GPT, BlockShape, GPTConfig
 
-__all__ = ["FORMAT", "Checkpoint", "save", "load", "load_optimizer_state"]
+__all__ = ["FORMAT", "Checkpoint", "save", "load", "load_weights", "load_optimizer_state"]
 
 FORMAT = "lyactl_torch.gpt/1"
 
@@ -85,12 +85,7 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> C
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(bad_arg(f"config of {path}", "a lyactl_torch model config and shapes",
                                       f"{type(exc).__name__}: {exc}"[:200])) from exc
-    try:
-        model.load_state_dict(data["model"])
-    except RuntimeError as exc:
-        raise CheckpointError(bad_arg(f"state dict of {path}", "tensors matching the saved shapes", str(exc)[:200])) from exc
-    for n, p in model.named_parameters():
-        p.requires_grad_(bool(data["requires_grad"].get(n, True)))
+    load_weights(model, data, path)
     prefix = 0
     for blk in model.blocks:
         if not is_frozen(blk):
@@ -98,6 +93,17 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> C
         prefix += 1
     model.frozen_prefix = prefix
     return Checkpoint(model, data["live"], data["block_ids"], data["block"], data["optimizer"], data["extra"])
+
+
+def load_weights(model: nn.Module, data: dict[str, Any], path: str | os.PathLike) -> None:
+    """Load a checkpoint's weights and trainable flags into a model of the saved shapes
+    (shared by the reference-GPT and the Hugging Face loaders)."""
+    try:
+        model.load_state_dict(data["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(bad_arg(f"state dict of {path}", "tensors matching the saved shapes", str(exc)[:200])) from exc
+    for n, p in model.named_parameters():
+        p.requires_grad_(bool(data["requires_grad"].get(n, True)))
 
 
 def _read(path: str | os.PathLike, map_location: str | torch.device) -> dict[str, Any]:

@@ -12,15 +12,14 @@ fixed by a seed (a seed fixes the data order in every benchmark arm).
 
 from __future__ import annotations
 
-import json
-import lzma
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from lyactl.errors import DataFileError, InvalidArgumentError, bad_arg
+from lyactl.evaldata import CorpusDoc, read_corpus
 
 __all__ = [
     "Document",
@@ -35,13 +34,9 @@ __all__ = [
 EOT = "<|endoftext|>"
 
 
-@dataclass(frozen=True)
-class Document:
-    """One document: its id (``<src>:<line number>``), source name and text."""
-
-    doc_id: str
-    src: str
-    text: str
+Document = CorpusDoc
+"""One corpus document (``src``, ``text``, ``index``, ``line``; ``doc_id`` = ``"<src>:<line>"``):
+the reader of :mod:`lyactl.evaldata` is the one reader of corpus files."""
 
 
 @dataclass(frozen=True)
@@ -65,7 +60,8 @@ class Split:
 
 
 def load_documents(folder: Path, sources: Sequence[str] | None = None) -> list[Document]:
-    """Read every ``<src>.jsonl.xz`` in ``folder`` (or only ``sources``), in sorted order."""
+    """Read every ``<src>.jsonl.xz`` in ``folder`` (or only ``sources``), in sorted order
+    (:func:`lyactl.evaldata.read_corpus`; errors name the file and the line)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataFileError(bad_arg("corpus folder", "an existing folder of *.jsonl.xz", str(folder)))
@@ -74,26 +70,7 @@ def load_documents(folder: Path, sources: Sequence[str] | None = None) -> list[D
         files = [f for f in files if f.name.removesuffix(".jsonl.xz") in set(sources)]
     if not files:
         raise DataFileError(f"{folder}: no *.jsonl.xz corpus files found (sources={sources})")
-    docs: list[Document] = []
-    for path in files:
-        docs.extend(_read_jsonl(path))
-    return docs
-
-
-def _read_jsonl(path: Path) -> Iterator[Document]:
-    opener = lzma.open if path.suffix == ".xz" else open
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-                text, src = obj["text"], obj.get("src", path.name.split(".")[0])
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise DataFileError(f"{path}:{lineno}: expected a JSON object with 'text', {exc}") from None
-            if not isinstance(text, str):
-                raise DataFileError(f"{path}:{lineno}: 'text' must be a string, found {type(text).__name__}")
-            yield Document(f"{src}:{lineno}", str(src), text)
+    return [d for f in files for d in read_corpus(f)]
 
 
 def split_documents(docs: Sequence[Document], val_fraction: float, seed: int) -> Split:

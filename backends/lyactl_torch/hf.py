@@ -54,7 +54,7 @@ from torch import nn
 from lyactl.errors import CheckpointError, UnsupportedModelError, bad_arg
 from lyactl.groups import GroupKind
 
-from .checkpoint import _optimizer_payload
+from .checkpoint import _optimizer_payload, load_weights
 from .freeze import frozen_prefix
 from .groups import ArchitectureAdapter, AxisSpec, Layout, ModelCost, ParamSlice
 from .surgery import prune_units, remove_layer
@@ -371,12 +371,7 @@ def load_hf(path: str | os.PathLike, map_location: str | torch.device = "cpu") -
             prune_units(layout, scratch, name, gone)
     for b in [b for b in layout.block_ids if b not in data["block_ids"]]:
         remove_layer(layout, scratch, b)
-    try:
-        model.load_state_dict(data["model"])
-    except RuntimeError as exc:
-        raise CheckpointError(bad_arg(f"state dict of {path}", "tensors matching the saved shapes", str(exc)[:200])) from exc
-    for n, p in model.named_parameters():
-        p.requires_grad_(bool(data["requires_grad"].get(n, True)))
+    load_weights(model, data, path)
     model.to(map_location)
     adapter.set_frozen_prefix(model, frozen_prefix(layout))
     return HFCheckpoint(model, data["live"], data["block_ids"], data["block"], data["optimizer"], data["extra"])
