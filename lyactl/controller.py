@@ -234,11 +234,11 @@ class Controller:
         return ""
 
     # ------------------------------------------------------------------ decisions
-    def _shrinking(self) -> np.ndarray:
-        """``[n]``: groups whose ``w_sq`` fell below ``freeze_hold_ratio`` times its window
+    def _shrinking(self, idx: np.ndarray) -> np.ndarray:
+        """For groups ``idx``: whose ``w_sq`` fell below ``freeze_hold_ratio`` times its window
         maximum: they are on their way to zero (collapse), so freezing them now would forgo the
         larger, exact saving of pruning them; they wait for the collapse certificate."""
-        w = self.window.field("w_sq")
+        w = self.window.field("w_sq")[:, idx]
         peak = np.fmax.reduce(w, axis=0)  # ignores NaN (unfilled or ignored reports); all-NaN -> NaN
         with np.errstate(invalid="ignore"):
             return w[-1] < self.config.freeze_hold_ratio * peak  # NaN compares False: no hold on no data
@@ -246,7 +246,8 @@ class Controller:
     def _decide(self, step: int, results: list[MonitorResult], role_ok: Mapping[Role, np.ndarray]) -> Event | None:
         h = self.config.hysteresis
         ready_p = np.flatnonzero(self.streak_prune >= h)
-        ready_f = np.flatnonzero((self.streak_freeze >= h) & (self.streak_prune < h) & ~self._shrinking())
+        ready_f = np.flatnonzero((self.streak_freeze >= h) & (self.streak_prune < h))
+        ready_f = ready_f[~self._shrinking(ready_f)]
         if ready_p.size == 0 and ready_f.size == 0:
             return None
         idx = np.concatenate([ready_p, ready_f])
