@@ -22,13 +22,13 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from .controller import ControlOutput
 from .errors import InvalidArgumentError, bad_arg
 from .groups import Action, Certificate, Constraint, Decision, Event, Group, GroupKind, GroupStats
 from .verdict import Verdict
 
 __all__ = [
     "ScheduledEvent",
-    "ReplayOutput",
     "ReplayController",
     "random_scores",
     "magnitude_scores",
@@ -47,18 +47,6 @@ class ScheduledEvent:
     step: int
     prune: Mapping[str, int] = field(default_factory=dict)
     freeze_prefix: int = 0
-
-
-@dataclass(frozen=True)
-class ReplayOutput:
-    """Same fields as the controller's output (the loop reads these)."""
-
-    events: tuple[Event, ...] = ()
-    restores: tuple[Event, ...] = ()
-    releases: tuple[Event, ...] = ()
-    penalty: np.ndarray | None = None
-    held: bool = False
-    reason: str = ""
 
 
 def random_scores(seed: int) -> ScoreRule:
@@ -107,16 +95,16 @@ class ReplayController:
             if unknown:
                 raise InvalidArgumentError(bad_arg("ScheduledEvent.prune", f"kinds among {sorted(kinds)}", unknown))
 
-    def observe(self, stats: GroupStats) -> ReplayOutput:
+    def observe(self, stats: GroupStats) -> ControlOutput:
         """Apply every scheduled event whose step has come (one report may carry several)."""
         stats.validate(len(self.groups))
         if not math.isfinite(stats.loss):
-            return ReplayOutput(held=True, reason="non-finite loss")
+            return ControlOutput((), (), (), np.zeros(len(self.groups)), True, "non-finite loss")
         events = []
         while self._next < len(self.schedule) and self.schedule[self._next].step <= stats.step:
             events.append(self._event(self.schedule[self._next], stats))
             self._next += 1
-        return ReplayOutput(events=tuple(e for e in events if e.decisions))
+        return ControlOutput(tuple(e for e in events if e.decisions), (), (), np.zeros(len(self.groups)), False, "ok")
 
     def _event(self, ev: ScheduledEvent, stats: GroupStats) -> Event:
         scores = np.asarray(self.rule(stats, self.groups), dtype=float)
