@@ -58,6 +58,10 @@ def parse_expr(text: str, name: str, names: Collection[str] | None = None) -> sp
         return _Builder(name, text, names).build(tree.body)
     except RecursionError as exc:
         raise InvalidArgumentError(bad_arg(name, f"{_FORM} (less deeply nested)", text)) from exc
+    except (ValueError, TypeError, ZeroDivisionError) as exc:  # sympy refusing a valid tree, e.g. Max(x, zoo)
+        if isinstance(exc, InvalidArgumentError):
+            raise
+        raise InvalidArgumentError(bad_arg(name, f"{_FORM} that sympy can build ({exc})", text)) from exc
 
 
 def to_sympy(value: object, name: str, names: Collection[str] | None = None) -> sp.Basic:

@@ -24,3 +24,17 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+# Hypothesis profiles. "ci" (the default) derandomizes: the examples are fixed by the test,
+# so a landing cannot fail on a draw that an earlier run never made (stop 9 did, on a
+# sympy corner case). "explore" draws fresh, many more examples: run it to hunt for bugs,
+#   LYACTL_HYPOTHESIS=explore python -m pytest tests
+# and turn what it finds into fixed regression tests.
+import os  # noqa: E402
+
+from hypothesis import settings  # noqa: E402
+
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("explore", derandomize=False, max_examples=500, print_blob=True)
+settings.load_profile(os.environ.get("LYACTL_HYPOTHESIS", "ci"))

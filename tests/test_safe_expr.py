@@ -41,8 +41,18 @@ expressions = st.recursive(_leaf, _grow, max_leaves=8)
 @settings(max_examples=80, deadline=None)
 @given(text=expressions)
 def test_valid_expressions_match_sympify(text):
-    got = parse_expr(text, "expr")
-    assert sp.srepr(got) == sp.srepr(sp.sympify(text))
+    try:
+        want = sp.sympify(text)
+    except (ValueError, TypeError, ZeroDivisionError):  # e.g. Max(w_sq, log(0)): zoo is not comparable
+        with pytest.raises(InvalidArgumentError, match="expr: expected"):
+            parse_expr(text, "expr")
+        return
+    assert sp.srepr(parse_expr(text, "expr")) == sp.srepr(want)
+
+
+def test_an_expression_sympy_cannot_build_is_an_invalid_argument():
+    with pytest.raises(InvalidArgumentError, match=r"V: expected .*not comparable"):
+        parse_expr("-(Max(w_sq, log(0)))", "V")
 
 
 ATTACKS = [
