@@ -6,10 +6,12 @@ only the groups actually decided are visited in Python):
 1. validate shapes (:class:`~lyactl.errors.ShapeError` names the field); a non-finite loss
    or learning rate holds the whole controller (``held=True``, no events, zero penalty);
 2. statistics of pruned groups are ignored (backends report NaN for them);
-3. every monitor is evaluated; per role a group holds if *all* monitors of that role hold
-   (a role with no monitor never holds); ``prune_ok = COLLAPSED or (CONVERGED and
-   HARMLESS)``, ``freeze_ok = CONVERGED and BOUNDED`` (GroupKind.LAYER only). Non-finite
-   statistics give NaN margins: UNKNOWN, never a decision;
+3. every monitor is evaluated (HARMLESS and BOUNDED ones only where CONVERGED holds, the
+   only groups where they can change a decision: :meth:`Controller._evaluate`); per role a
+   group holds if *all* monitors of that role hold (a role with no monitor never holds);
+   ``prune_ok = COLLAPSED or (CONVERGED and HARMLESS)``, ``freeze_ok = CONVERGED and
+   BOUNDED`` (GroupKind.LAYER only). Non-finite statistics give NaN margins: UNKNOWN, never
+   a decision;
 4. hysteresis: a group must be ok in ``hysteresis`` consecutive reports;
 5. schedule: no decisions before ``warmup_steps`` or after ``last_decision_step``, within
    ``min_steps_between_events`` of the last event, or while the guard watches an event;
@@ -24,8 +26,8 @@ only the groups actually decided are visited in Python):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -129,9 +131,11 @@ class Controller:
         self.guard = Guard(self.config.guard)
         self.status = np.zeros(n, np.int8)
         self._phi: float | None = None
-        self.streak_prune = np.zeros(n, np.int64)
-        self.streak_freeze = np.zeros(n, np.int64)
+        self.streak_prune = np.zeros(n, np.int32)
+        self.streak_freeze = np.zeros(n, np.int32)
         self.cool_until = np.full(n, -1, np.int64)
+        self._cool_max = -1  # max(cool_until)
+        self._masks: tuple[np.ndarray, np.ndarray | None] | None = None  # (active, pruned or None)
         self.chosen = np.zeros(n, bool)
         self.pi = PIState()
         self.banked = 0.0
@@ -142,11 +146,22 @@ class Controller:
     # ------------------------------------------------------------------ accounting
     def saved_fraction(self) -> float:
         """``phi``: fraction of model FLOPs/token saved by the groups pruned or frozen now
-        (cached; ``self._phi = None`` wherever ``status`` changes)."""
+        (cached; :meth:`_changed` wherever ``status`` changes)."""
         if self._phi is None:
             saved = self.flops_remove[self.status == PRUNED].sum() + self.flops_freeze[self.status == FROZEN].sum()
             self._phi = float(saved) / self.model_flops
         return self._phi
+
+    def _changed(self) -> None:
+        """Drop what is cached from ``status`` (call wherever it changes)."""
+        self._phi = self._masks = None
+
+    def _status_masks(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(status == ACTIVE, status == PRUNED or None if no group is pruned)``, cached."""
+        if self._masks is None:
+            pruned = self.status == PRUNED
+            self._masks = (self.status == ACTIVE, pruned if pruned.any() else None)
+        return self._masks
 
     def _hold(self, reason: str) -> ControlOutput:
         return ControlOutput((), (), (), np.zeros(self.n_groups), True, reason)
@@ -160,13 +175,15 @@ class Controller:
         dt = stats.step - self.last_step if self.last_step is not None else stats.interval
         self.banked += self.saved_fraction() * max(dt, 0)
         self.last_step = stats.step
-        self.window.push(stats, ignore=self.status == PRUNED)
+        self.window.push(stats, ignore=self._status_masks()[1])
         restores, releases = self._run_guard(stats)
-        results = [m.evaluate(self.window) for m in self.monitors]
+        eligible = self._eligible(stats)
+        results = self._evaluate(eligible)
         prune_ok, freeze_ok, role_ok = self._role_verdicts(results)
-        eligible = (self.status == ACTIVE) & (self.cool_until <= stats.step) & _finite_mask(stats)
-        self.streak_prune = (self.streak_prune + 1) * (prune_ok & eligible)  # 0 where not ok
-        self.streak_freeze = (self.streak_freeze + 1) * (freeze_ok & eligible)
+        for streak, ok in ((self.streak_prune, prune_ok), (self.streak_freeze, freeze_ok)):
+            ok &= eligible  # ok is this report's own array
+            np.add(streak, 1, out=streak)
+            streak *= ok  # 0 where not ok
         events: tuple[Event, ...] = ()
         reason = self._blocked(stats.step)
         if not reason:
@@ -179,6 +196,13 @@ class Controller:
                     self.guard.watch(event)
         penalty = self._actuate(stats, eligible)
         return ControlOutput(events, tuple(restores), tuple(releases), penalty, False, reason or "ok")
+
+    def _eligible(self, stats: GroupStats) -> np.ndarray:
+        """``[n]``: active, out of cool-down, all statistics finite (a new array)."""
+        eligible = self._status_masks()[0] & _finite_mask(stats)
+        if stats.step < self._cool_max:  # some group may still cool down
+            eligible &= self.cool_until <= stats.step
+        return eligible
 
     @staticmethod
     def _exact(event: Event, stats: GroupStats) -> bool:
@@ -194,18 +218,54 @@ class Controller:
         for event in restores:
             idx = np.array([d.index for d in event.decisions], np.int64)
             self.status[idx] = ACTIVE
-            self._phi = None
+            self._changed()
             self.cool_until[idx] = stats.step + self.config.cooldown_steps
+            self._cool_max = int(self.cool_until.max())
             self.streak_prune[idx] = self.streak_freeze[idx] = 0
             mask = np.zeros(self.n_groups, bool)
             mask[idx] = True
             self.window.reset_groups(mask)
         return restores, releases
 
+    def _evaluate(self, eligible: np.ndarray) -> list[MonitorResult]:
+        """Every monitor, in order; those of roles HARMLESS and BOUNDED only on the groups
+        where their verdict can change a decision.
+
+        ``prune <= COLLAPSED or (CONVERGED and HARMLESS)`` and ``freeze <= CONVERGED and
+        BOUNDED and layer``, and only eligible groups count, so HARMLESS matters only where
+        CONVERGED holds on an eligible group, BOUNDED only there and on layers. Evaluated on
+        those columns (:meth:`StatsWindow.columns`), a monitor gives the same margins there,
+        hence the same decisions and certificates, at a fraction of the cost (BOUNDED's
+        remaining-path bound is the dearest reduction of a report).
+        """
+        first = {k: m.evaluate(self.window) for k, m in enumerate(self.monitors)
+                 if m.role in (Role.COLLAPSED, Role.CONVERGED)}
+        conv = self._role_holds(first.values(), Role.CONVERGED) & eligible
+        need = {Role.HARMLESS: conv if self.config.allow_prune else None,
+                Role.BOUNDED: conv & self.is_layer if self.config.allow_freeze else None}
+        subsets = {role: np.flatnonzero(mask) for role, mask in need.items() if mask is not None and mask.any()}
+        windows = {role: self.window.columns(idx) for role, idx in subsets.items()}
+        results = []
+        for k, m in enumerate(self.monitors):
+            if k in first:
+                results.append(first[k])
+            elif m.role in windows:
+                r = m.evaluate(windows[m.role])
+                results.append(r if r.columns is not None else replace(r, columns=subsets[m.role]))
+        return results
+
+    def _role_holds(self, results: Iterable[MonitorResult], role: Role) -> np.ndarray:
+        """``[n]``: where every monitor of ``role`` holds (nowhere if none has that role)."""
+        ok: np.ndarray | None = None
+        for r in results:
+            if r.monitor.role is role:
+                ok = r.holds(self.n_groups) if ok is None else ok & r.holds(self.n_groups)
+        return ok if ok is not None else np.zeros(self.n_groups, bool)
+
     def _role_verdicts(self, results: list[MonitorResult]) -> tuple[np.ndarray, np.ndarray, dict[Role, np.ndarray]]:
         role_ok: dict[Role, np.ndarray] = {}
         for r in results:  # a role holds where all its monitors hold
-            ok = r.holds()
+            ok = r.holds(self.n_groups)
             role_ok[r.monitor.role] = role_ok[r.monitor.role] & ok if r.monitor.role in role_ok else ok
         for role in Role:  # a role with no monitor never holds
             role_ok.setdefault(role, np.zeros(self.n_groups, bool))
@@ -261,7 +321,7 @@ class Controller:
         decisions = []
         for i, a in picked:
             self.status[i] = a
-            self._phi = None
+            self._changed()
             action = Action.PRUNE if a == PRUNED else Action.FREEZE
             decisions.append(Decision(step, self.groups[i].name, i, action,
                                       self._certificates(i, action, results, role_ok)))
@@ -363,10 +423,11 @@ class Controller:
         self.window.load_state_dict(state["window"])
         self.guard.load_state_dict(state["guard"])
         self.status = np.array(state["status"], np.int8)
-        self._phi = None
-        self.streak_prune = np.array(state["streak_prune"], np.int64)
-        self.streak_freeze = np.array(state["streak_freeze"], np.int64)
+        self._changed()
+        self.streak_prune = np.array(state["streak_prune"], np.int32)
+        self.streak_freeze = np.array(state["streak_freeze"], np.int32)
         self.cool_until = np.array(state["cool_until"], np.int64)
+        self._cool_max = int(self.cool_until.max(initial=-1))
         self.chosen = np.array(state["chosen"], bool)
         integral, u = decode_array(state["pi"])
         self.pi = PIState(float(integral), float(u))

@@ -39,7 +39,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Protocol, runtime_checkable
+from typing import Any, Callable, Iterator, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -47,12 +47,14 @@ from .errors import InvalidArgumentError, ShapeError, bad_arg
 from .groups import Certificate
 from .monitor_library import (BelowTolerance, Collapses, ContributionCandidate, Contracts, LossMoveBound,
                               StatCandidate, Tolerance)
-from .stats_window import TINY, WINDOW_FIELDS, StatsWindow
+from .stats_window import TINY, WINDOW_FIELDS, ColumnWindow, StatsWindow, Window
 from .verdict import Verdict
 
 __all__ = [
     "Role",
     "StatsWindow",
+    "ColumnWindow",
+    "Window",
     "MonitorResult",
     "Candidate",
     "Condition",
@@ -87,9 +89,15 @@ class Role(enum.Enum):
 
 @dataclass(frozen=True)
 class MonitorResult:
-    """One monitor evaluated on all groups: ``margin`` ``[n]`` (NaN = UNKNOWN), the
-    candidate values ``V`` ``[W, n]`` and the condition's numbers (arrays ``[n]`` or
-    scalars)."""
+    """One monitor evaluated on ``m`` groups: ``margin`` ``[m]`` (NaN = UNKNOWN), the
+    candidate values ``V`` ``[W, m]`` and the condition's numbers (arrays ``[m]`` or
+    scalars); ``inputs`` (a mapping, possibly computed on first read) are valid until the
+    window's next push.
+
+    ``columns`` is None when the monitor saw every group (``m = n``), else the sorted
+    indices of the ``m`` groups it saw (a :class:`ColumnWindow`); methods taking a group
+    index ``i`` take the model's index either way.
+    """
 
     monitor: "LyapunovMonitor"
     window: tuple[int, int]
@@ -97,17 +105,33 @@ class MonitorResult:
     V: np.ndarray
     numbers: Mapping[str, Any]
     inputs: Mapping[str, np.ndarray]
+    columns: np.ndarray | None = None
 
-    def holds(self) -> np.ndarray:
-        """Boolean ``[n]``: margin finite and > 0 (NaN compares False: fail safe)."""
-        return self.margin > 0
+    def holds(self, n_total: int | None = None) -> np.ndarray:
+        """Boolean ``[m]``: margin finite and > 0 (NaN compares False: fail safe); with
+        ``n_total``, scattered to ``[n_total]`` (False for groups not seen)."""
+        ok = self.margin > 0
+        if n_total is None or self.columns is None:
+            return ok
+        out = np.zeros(n_total, bool)
+        out[self.columns] = ok
+        return out
+
+    def _local(self, i: int) -> int:
+        if self.columns is None:
+            return i
+        j = int(np.searchsorted(self.columns, i))
+        if j >= self.columns.size or self.columns[j] != i:
+            raise InvalidArgumentError(bad_arg("group index", f"one of the {self.columns.size} evaluated", i))
+        return j
 
     def verdict(self, i: int) -> Verdict:
-        m = float(self.margin[i])
+        m = float(self.margin[self._local(i)])
         return Verdict.UNKNOWN if not math.isfinite(m) else (Verdict.HOLDS if m > 0 else Verdict.FAILS)
 
     def certificate(self, i: int) -> Certificate:
         """The certificate for group ``i`` (built only for groups actually decided)."""
+        verdict, i = self.verdict(i), self._local(i)
         nums: dict[str, float] = {}
         for name, arr in self.inputs.items():
             for k in range(arr.shape[0]):
@@ -118,8 +142,7 @@ class MonitorResult:
             nums[name] = float(val[i]) if isinstance(val, np.ndarray) else float(val)
         text = "; ".join(self.monitor.candidate.definitions(self.V.shape[0])
                          + (self.monitor.condition.text(self.V.shape[0]),))
-        return Certificate(self.monitor.name, self.verdict(i), self.window, nums, text,
-                           float(self.margin[i]))
+        return Certificate(self.monitor.name, verdict, self.window, nums, text, float(self.margin[i]))
 
 
 @runtime_checkable
@@ -128,11 +151,11 @@ class Candidate(Protocol):
 
     name: str
 
-    def values(self, window: StatsWindow) -> np.ndarray:
+    def values(self, window: Window) -> np.ndarray:
         """``[W, n]`` values of V, one row per report (oldest first)."""
         ...
 
-    def inputs(self, window: StatsWindow) -> Mapping[str, np.ndarray]:
+    def inputs(self, window: Window) -> Mapping[str, np.ndarray]:
         """Raw ``[W, n]`` statistics V is computed from (logged as ``name_k``)."""
         ...
 
@@ -145,7 +168,7 @@ class Candidate(Protocol):
 class Condition(Protocol):
     """The inequality on the window of V that makes V a certificate."""
 
-    def evaluate(self, V: np.ndarray, window: StatsWindow) -> tuple[np.ndarray, dict[str, Any]]:
+    def evaluate(self, V: np.ndarray, window: Window) -> tuple[np.ndarray, dict[str, Any]]:
         """Signed margin ``[n]`` (> 0 holds) and the numbers it used (``[n]`` or scalar)."""
         ...
 
@@ -161,7 +184,7 @@ class Monitor(Protocol):
     name: str
     role: Role
 
-    def evaluate(self, window: StatsWindow) -> MonitorResult:
+    def evaluate(self, window: Window) -> MonitorResult:
         ...
 
 
@@ -174,19 +197,43 @@ class LyapunovMonitor:
     candidate: Candidate
     condition: Condition
 
-    def evaluate(self, window: StatsWindow) -> MonitorResult:
+    def evaluate(self, window: Window) -> MonitorResult:
         with np.errstate(all="ignore"):  # overflow/NaN become non-finite margins: UNKNOWN
             V = np.asarray(self.candidate.values(window), dtype=float)
             if V.shape != (window.length, window.n_groups):
                 raise ShapeError(bad_arg(f"candidate {self.candidate.name!r} values",
                                          f"shape ({window.length}, {window.n_groups})", V.shape))
             margin, numbers = self.condition.evaluate(V, window)
-        if window.full:
-            margin = np.array(margin, dtype=float)  # own copy: a condition may return a view
-            np.copyto(margin, np.nan, where=~np.isfinite(margin))
+        if window.full:  # a new array (a condition may return a view); inf is no certificate
+            margin = np.asarray(margin, dtype=float)
+            margin = np.where(np.isfinite(margin), margin, np.nan)
         else:
             margin = np.full(window.n_groups, np.nan)
-        return MonitorResult(self, window.steps(), margin, V, numbers, self.candidate.inputs(window))
+        columns = window.idx if isinstance(window, ColumnWindow) else None
+        return MonitorResult(self, window.steps(), margin, V, numbers, _Inputs(self.candidate, window), columns)
+
+
+class _Inputs(Mapping[str, np.ndarray]):
+    """``candidate.inputs(window)``, computed on first read (only decided groups' certificates
+    read them; on a :class:`ColumnWindow` each input is a gather)."""
+
+    def __init__(self, candidate: Candidate, window: Window) -> None:
+        self._candidate, self._window = candidate, window
+        self._data: Mapping[str, np.ndarray] | None = None
+
+    def _get(self) -> Mapping[str, np.ndarray]:
+        if self._data is None:
+            self._data = self._candidate.inputs(self._window)
+        return self._data
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return self._get()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
 
 
 @dataclass(frozen=True)

@@ -6,19 +6,24 @@ for the statistics a monitor asks about, the successive ratios
 ``V_{k+lag} / (V_k + TINY)`` maintained one row per report (``O(n)`` per push instead of
 ``O(W n)`` per read). Results shared between monitors within one report go through
 :meth:`StatsWindow.cached`.
+
+:meth:`StatsWindow.columns` gives a :class:`ColumnWindow`: the same reading interface
+(:class:`Window`) over a subset of the groups, so a monitor can be evaluated only where its
+verdict can change a decision (the controller does that, see :mod:`lyactl.controller`).
+Monitors read windows only through :class:`Window`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 
 from .errors import InvalidArgumentError, ShapeError, bad_arg
 from .groups import STAT_FIELDS, GroupStats
 
-__all__ = ["StatsWindow", "WINDOW_FIELDS", "TINY"]
+__all__ = ["Window", "StatsWindow", "ColumnWindow", "WINDOW_FIELDS", "TINY"]
 
 TINY = 1e-300
 """Added to denominators so that a window of exact zeros (a group that does not move)
@@ -26,6 +31,33 @@ reads as contraction, and 0/0 never appears."""
 
 WINDOW_FIELDS: tuple[str, ...] = STAT_FIELDS + ("curv_used", "removal_dL")
 _SCALARS: tuple[str, ...] = ("step", "lr", "loss", "weight_decay", "interval", "val_loss")
+
+
+class Window(Protocol):
+    """What a monitor may read: ``[W, n]`` fields over ``n = n_groups`` columns (all groups,
+    or a subset of them), per-report scalars, and a per-report memo.
+
+    ``n_total`` is the number of groups of the model (``n_groups`` of a subset is smaller);
+    tolerances that share a loss budget among groups divide by ``n_total``.
+    """
+
+    n_groups: int
+    n_total: int
+    length: int
+    peak_w_sq: np.ndarray
+
+    @property
+    def full(self) -> bool: ...
+
+    def field(self, name: str) -> np.ndarray: ...
+
+    def scalar(self, name: str) -> np.ndarray: ...
+
+    def steps(self) -> tuple[int, int]: ...
+
+    def cached(self, key: Any, fn: Callable[[], Any]) -> Any: ...
+
+    def max_ratio(self, f: str, lag: int) -> np.ndarray: ...
 
 
 class StatsWindow:
@@ -42,6 +74,7 @@ class StatsWindow:
         if length < 3:
             raise InvalidArgumentError(bad_arg("StatsWindow.length", "an int >= 3", length))
         self.n_groups, self.length, self.curv_factor = int(n_groups), int(length), curv_factor
+        self.n_total = self.n_groups
         self._buf = {f: np.full((2 * length, n_groups), np.nan) for f in WINDOW_FIELDS}
         self._scal = {s: np.full(2 * length, np.nan) for s in _SCALARS}
         self.peak_w_sq = np.zeros(n_groups)
@@ -89,8 +122,12 @@ class StatsWindow:
         """Rows ``r0`` of ``curv_used`` and ``removal_dL`` (after the raw fields)."""
         default = self.curv_factor / stats.lr if self.curv_factor is not None and stats.lr > 0 else math.nan
         cu, dL = self._buf["curv_used"][r0], self._buf["removal_dL"][r0]
-        cu[:] = stats.curv
-        np.copyto(cu, default, where=~np.isfinite(cu))
+        known = np.isfinite(stats.curv)
+        if not known.any():  # the common case: the backend measures no curvature
+            cu.fill(default)
+        else:
+            cu[:] = stats.curv
+            np.copyto(cu, default, where=~known)
         if drop is not None:
             cu[drop] = np.nan
         with np.errstate(all="ignore"):  # same order of operations as 0.5*curv_used*w_sq - gw
@@ -103,9 +140,7 @@ class StatsWindow:
         """``max_k V_{k+lag} / (V_k + TINY)`` over the window for statistic ``f``, ``[n]``
         (cached per report; the first call for ``(f, lag)`` starts its ratio ring)."""
         if f not in self._buf or not 1 <= lag < self.length:
-            V = self.field(f)
-            with np.errstate(all="ignore"):
-                return np.max(V[lag:] / (V[:-lag] + TINY), axis=0)
+            return _window_max_ratio(self.field(f), lag)
         if (f, lag) not in self._ratio:
             self._ratio[(f, lag)] = self._ring(f, lag)
         return self.cached(("max_ratio", f, lag),
@@ -143,6 +178,11 @@ class StatsWindow:
         s = self.scalar("step")
         return (int(s[0]) if math.isfinite(s[0]) else -1, int(s[-1]) if math.isfinite(s[-1]) else -1)
 
+    def columns(self, idx: np.ndarray) -> "ColumnWindow":
+        """The window restricted to groups ``idx`` (sorted, unique int indices), valid until
+        the next :meth:`push`. Cost: nothing now; ``O(W m)`` per field read."""
+        return ColumnWindow(self, np.asarray(idx, dtype=np.int64))
+
     def reset_groups(self, mask: np.ndarray) -> None:
         """Forget the history of groups in ``mask`` (after a restore)."""
         self.memo = {}
@@ -174,3 +214,51 @@ class StatsWindow:
             ordered = decode_array(state["scal"][s])
             self._scal[s][: self.length], self._scal[s][self.length:] = ordered, ordered
         self._ratio = {key: self._ring(*key) for key in self._ratio}
+
+
+class ColumnWindow:
+    """:class:`Window` over the groups ``idx`` of a :class:`StatsWindow` (``n_groups =
+    len(idx)``, ``n_total`` the parent's). Fields are gathered on first read and cached;
+    every number equals the parent's in those columns (``max_ratio`` recomputes the same
+    quotient of the same operands), so a monitor gives the same margins on a subset as on
+    the full window, column by column. Valid until the parent's next push.
+    """
+
+    def __init__(self, parent: StatsWindow, idx: np.ndarray) -> None:
+        self.parent, self.idx = parent, idx
+        self.n_groups, self.n_total, self.length = int(idx.size), parent.n_total, parent.length
+        self.peak_w_sq = parent.peak_w_sq[idx]
+        self.memo: dict[Any, Any] = {}
+        self._fields: dict[str, np.ndarray] = {}
+
+    @property
+    def full(self) -> bool:
+        return self.parent.full
+
+    def field(self, name: str) -> np.ndarray:
+        """``[W, m]`` copy of the parent's field in these columns (one object per name)."""
+        view = self._fields.get(name)
+        if view is None:
+            view = self._fields[name] = np.take(self.parent.field(name), self.idx, axis=1)
+        return view
+
+    def scalar(self, name: str) -> np.ndarray:
+        return self.parent.scalar(name)
+
+    def steps(self) -> tuple[int, int]:
+        return self.parent.steps()
+
+    def cached(self, key: Any, fn: Callable[[], Any]) -> Any:
+        if key not in self.memo:
+            self.memo[key] = fn()
+        return self.memo[key]
+
+    def max_ratio(self, f: str, lag: int) -> np.ndarray:
+        """As :meth:`StatsWindow.max_ratio`, on these columns."""
+        V = self.field(f)
+        return self.cached(("max_ratio", f, lag), lambda: _window_max_ratio(V, lag))
+
+
+def _window_max_ratio(V: np.ndarray, lag: int) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        return np.max(V[lag:] / (V[:-lag] + TINY), axis=0)

@@ -30,14 +30,14 @@ from .errors import InvalidArgumentError, bad_arg
 from .safe_expr import to_sympy
 from .monitor_library import _max_ratio, _ratio_text
 from .monitors import LyapunovMonitor, Role
-from .stats_window import _SCALARS, TINY, WINDOW_FIELDS, StatsWindow
+from .stats_window import _SCALARS, TINY, WINDOW_FIELDS, Window
 
 __all__ = ["SympyCandidate", "CallableCandidate", "Decreases", "Below", "user_monitor", "window_arrays"]
 
 _KNOWN = WINDOW_FIELDS + _SCALARS
 
 
-def window_arrays(window: StatsWindow, names: tuple[str, ...] = _KNOWN) -> dict[str, np.ndarray]:
+def window_arrays(window: Window, names: tuple[str, ...] = _KNOWN) -> dict[str, np.ndarray]:
     """``name -> [W, n]`` (scalars broadcast over groups, read-only views)."""
     shape = (window.length, window.n_groups)
     out: dict[str, np.ndarray] = {}
@@ -70,12 +70,12 @@ class SympyCandidate:
         object.__setattr__(self, "_names", names)
         object.__setattr__(self, "_fn", sympy.lambdify([sympy.Symbol(n) for n in names], expr, "numpy"))
 
-    def values(self, window: StatsWindow) -> np.ndarray:
+    def values(self, window: Window) -> np.ndarray:
         arrays = window_arrays(window, self._names)
         V = self._fn(*(arrays[n] for n in self._names))
         return np.broadcast_to(np.asarray(V, dtype=float), (window.length, window.n_groups))
 
-    def inputs(self, window: StatsWindow) -> Mapping[str, np.ndarray]:
+    def inputs(self, window: Window) -> Mapping[str, np.ndarray]:
         return window_arrays(window, self._names)
 
     def definitions(self, W: int) -> tuple[str, ...]:
@@ -93,10 +93,10 @@ class CallableCandidate:
     fn: Callable[[Mapping[str, np.ndarray]], np.ndarray]
     name: str = "user"
 
-    def values(self, window: StatsWindow) -> np.ndarray:
+    def values(self, window: Window) -> np.ndarray:
         return np.asarray(self.fn(window_arrays(window)), dtype=float)
 
-    def inputs(self, window: StatsWindow) -> Mapping[str, np.ndarray]:
+    def inputs(self, window: Window) -> Mapping[str, np.ndarray]:
         return {}
 
     def definitions(self, W: int) -> tuple[str, ...]:
@@ -114,7 +114,7 @@ class Decreases:
         if not 0 < self.alpha < 1:
             raise InvalidArgumentError(bad_arg("Decreases.alpha", "a number in (0, 1)", self.alpha))
 
-    def evaluate(self, V: np.ndarray, window: StatsWindow) -> tuple[np.ndarray, dict[str, Any]]:
+    def evaluate(self, V: np.ndarray, window: Window) -> tuple[np.ndarray, dict[str, Any]]:
         rho_hat = _max_ratio(V, 1.0)
         return 1.0 - self.alpha - rho_hat, {"tiny": TINY, "alpha": self.alpha, "rho_hat": rho_hat}
 
@@ -132,7 +132,7 @@ class Below:
         if not self.bound > 0:
             raise InvalidArgumentError(bad_arg("Below.bound", "a number > 0", self.bound))
 
-    def evaluate(self, V: np.ndarray, window: StatsWindow) -> tuple[np.ndarray, dict[str, Any]]:
+    def evaluate(self, V: np.ndarray, window: Window) -> tuple[np.ndarray, dict[str, Any]]:
         return (self.bound - V[-1]) / self.bound, {"bound": self.bound}
 
     def text(self, W: int) -> str:
