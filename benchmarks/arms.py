@@ -14,7 +14,8 @@ Arms (names are fixed by the results schema):
 * ``random``, ``magnitude``, ``taylor``: lyactl's event schedule (same steps, same number of
   groups of each kind, same frozen prefix) with groups chosen by that rule, no certificates.
 
-Stage-2 arms derive from lyactl's seed-0 run and run on seed 0.
+Stage-2 arms derive from lyactl's seed-0 run and run on seed 0, except the replays, which
+follow lyactl's seed-1 run on seed 1.
 """
 
 from __future__ import annotations
@@ -109,12 +110,15 @@ def plan(preset: dict, stage: str, **paths: str) -> list[dict]:
         need = {"needs": ["lyactl-s0"] if stage == "all" else [], "source": "lyactl-s0"}
         for arm in ("lyactl-arch-scratch", "small-dense", "dense-short"):
             jobs.append(_job(preset, arm, 0, dense, T, derive=arm, **need))
-        # the replays follow lyactl-s1: lyactl-s0's first event was restored by the guard (see
-        # docs/results.md), and a replay of applied events alone would not reproduce that run
-        src = f"lyactl-s{preset['seeds'][1]}" if len(preset["seeds"]) > 1 else "lyactl-s0"
+        # a replay runs on the seed of the lyactl run it replays (same init and data order as
+        # that run and as dense on that seed: fully paired). It follows the second seed:
+        # lyactl-s0's first event was once restored by the guard (docs/results.md), and a
+        # replay of applied events alone would not reproduce such a run
+        rseed = preset["seeds"][1] if len(preset["seeds"]) > 1 else preset["seeds"][0]
+        src = f"lyactl-s{rseed}"
         rneed = {"needs": [src] if stage == "all" else [], "source": src}
         for rule in ("random", "magnitude", "taylor"):
-            jobs.append(_job(preset, rule, 0, dense, T, derive="replay",
+            jobs.append(_job(preset, rule, rseed, dense, T, derive="replay",
                              policy={"kind": "replay", "rule": rule, **preset["lyactl"]}, **rneed))
         jobs.append(_job(preset, "lyactl-budget25", 0, dense, T,
                          policy={"kind": "lyactl", **preset["lyactl"], "budget": 0.25}))

@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+from record_notes import note_for
 from scipy import stats as sstats
 
 __all__ = ["merge", "seed_paired"]
@@ -21,18 +22,26 @@ __all__ = ["merge", "seed_paired"]
 _KEEP = ("id", "arm", "seed", "model", "steps", "tokens", "n_params", "n_params_final", "final_shapes", "final_d",
          "frozen_prefix", "wall_s", "compile_s", "eval_s", "train_flops", "val_bpb", "val_bpb_by_source",
          "endings_acc_norm", "lambada_acc", "hellaswag_acc_norm", "mmlu_acc", "peak_mem_gib", "fpt", "gpu",
-         "n_events", "final_loss")
+         "n_events", "final_loss", "caveat")
 
 
-def _load(out: Path) -> list[dict]:
-    runs = []
+def _load(out: Path) -> tuple[list[dict], list[dict]]:
+    """(runs, withdrawn runs) from ``out/*.json``; notes of :mod:`record_notes` applied."""
+    runs, withdrawn = [], []
     for p in sorted(out.glob("*.json")):
         if p.name.endswith(".spec.json") or p.name == "status.json":
             continue
         run = json.loads(p.read_text())
-        if "arm" in run:  # skip side files (e.g. a benchmark's own result)
-            runs.append(run)
-    return runs
+        if "arm" not in run:  # skip side files (e.g. a benchmark's own result)
+            continue
+        note = note_for(run.get("id", p.stem), p)
+        if note is not None and note[0] == "withdrawn":
+            withdrawn.append({k: run.get(k) for k in ("id", "arm", "seed", "train_flops", "val_bpb")} | {"reason": note[1]})
+            continue
+        if note is not None:
+            run["caveat"] = note[1]
+        runs.append(run)
+    return runs, withdrawn
 
 
 def seed_paired(a: list[float], b: list[float]) -> dict:
@@ -82,7 +91,8 @@ def _summary(runs: list[dict]) -> dict:
 
 def merge(out: Path, name: str, preset: str) -> dict:
     """Read ``out/*.json`` job results; return the results document."""
-    runs = [r for r in _load(out) if r.get("arm") != "bench"]
+    runs, withdrawn = _load(out)
+    runs = [r for r in runs if r.get("arm") != "bench"]
     for r in runs:
         r["n_events"] = len(r.get("events", []))
         r["final_loss"] = r["losses"][-1][1] if r.get("losses") else None
@@ -98,4 +108,5 @@ def merge(out: Path, name: str, preset: str) -> dict:
         "paired": _paired_items(runs),
         "summary": _summary(runs),
         "events": decisions,
+        "withdrawn": withdrawn,
     }

@@ -42,7 +42,16 @@ def table(res: dict) -> str:
                                                a["train_flops"], a["seed"]))
     out = ["| " + " | ".join(_COLS) + " |", "|" + "---|" * len(_COLS)]
     for a in rows:
-        out.append("| " + " | ".join(_fmt(k, a.get(k)) for k in _COLS) + " |")
+        cells = [_fmt(k, a.get(k)) for k in _COLS]
+        if a.get("caveat"):
+            cells[0] += " (*)"
+        out.append("| " + " | ".join(cells) + " |")
+    notes = [f"(*) {a['id']}: {a['caveat']}." for a in rows if a.get("caveat")]
+    gone = [f"* {w['id']} (val_bpb {_fmt('val_bpb', w.get('val_bpb'))}): {w['reason']}." for w in res.get("withdrawn", [])]
+    if notes:
+        out += [""] + notes
+    if gone:
+        out += ["", "Withdrawn records (kept in the job archive, left out of every table and test):", ""] + gone
     return "\n".join(out)
 
 

@@ -6,18 +6,17 @@ only the groups actually decided are visited in Python):
 1. validate shapes (:class:`~lyactl.errors.ShapeError` names the field); a non-finite loss
    or learning rate holds the whole controller (``held=True``, no events, zero penalty);
 2. statistics of pruned groups are ignored (backends report NaN for them);
-3. every monitor is evaluated (HARMLESS and BOUNDED ones only where CONVERGED holds, the
-   only groups where they can change a decision: :meth:`Controller._evaluate`); per role a
-   group holds if *all* monitors of that role hold (a role with no monitor never holds);
-   ``prune_ok = COLLAPSED or (CONVERGED and HARMLESS)``, ``freeze_ok = CONVERGED and
-   BOUNDED`` (GroupKind.LAYER only). Non-finite statistics give NaN margins: UNKNOWN, never
-   a decision;
+3. the decision rule (:mod:`lyactl.decision_rule`): every monitor is evaluated (HARMLESS and
+   BOUNDED ones only where they can change a decision); ``prune_ok = COLLAPSED or
+   (CONVERGED and HARMLESS)``, ``freeze_ok = CONVERGED and BOUNDED`` (GroupKind.LAYER
+   only). Non-finite statistics give NaN margins: UNKNOWN, never a decision;
 4. hysteresis: a group must be ok in ``hysteresis`` consecutive reports;
 5. schedule: no decisions before ``warmup_steps`` or after ``last_decision_step``, within
    ``min_steps_between_events`` of the last event, or while the guard watches an event;
    with a budget, none once the projected saving reaches the target;
 6. constraints: ``min_keep`` alive members; ``together`` members go only all at once;
-   at most ``max_groups_per_event`` groups, largest FLOP saving first, in ONE event;
+   at most ``max_groups_per_event`` groups, largest FLOP saving first, in ONE event; groups
+   inside a block whose LAYER group is pruned go with it (no decision, no FLOPs counted twice);
 7. the guard turns loss rises after an event into restores (plus a cool-down);
 8. with a budget, a PI actuator sets a sparsity penalty on the cheapest-to-lose groups
    (see :mod:`lyactl.budget`).
@@ -26,13 +25,14 @@ only the groups actually decided are visited in Python):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from .budget import BudgetConfig, PIState, cheapest_groups, pi_step, projected_saving, required_fraction
 from .decision_log import decode_array, encode_array
+from .decision_rule import evaluate_monitors, role_verdicts
 from .errors import InvalidArgumentError, bad_arg
 from .groups import Action, Certificate, Constraint, Decision, Event, Group, GroupKind, GroupStats
 from .guard import Guard, GuardConfig
@@ -120,6 +120,7 @@ class Controller:
         self.flops_freeze = np.array([g.flops_freeze for g in self.groups], float)
         self._flops_floor = np.maximum(self.flops_remove, 1e-300)  # score denominator, fixed for the run
         self.is_layer = np.array([g.kind is GroupKind.LAYER for g in self.groups])
+        self.layer_of = np.array([g.layer for g in self.groups], np.int64)
         self.sqrt_n = np.sqrt(np.array([max(g.n_params, 1) for g in self.groups], float))
         # groups overlap (a layer holds its heads; channels cross everything), so the sum of
         # all flops_remove over-counts the model: default to the layers' sum when there are
@@ -148,9 +149,16 @@ class Controller:
         """``phi``: fraction of model FLOPs/token saved by the groups pruned or frozen now
         (cached; :meth:`_changed` wherever ``status`` changes)."""
         if self._phi is None:
-            saved = self.flops_remove[self.status == PRUNED].sum() + self.flops_freeze[self.status == FROZEN].sum()
+            pruned = (self.status == PRUNED) & ~self._inside_pruned_layer()
+            saved = self.flops_remove[pruned].sum() + self.flops_freeze[self.status == FROZEN].sum()
             self._phi = float(saved) / self.model_flops
         return self._phi
+
+    def _inside_pruned_layer(self, extra: Iterable[int] = ()) -> np.ndarray:
+        """``[n]``: non-layer groups of a block whose LAYER group is pruned (or in ``extra``):
+        they went with the block, so their own FLOPs are not saved a second time."""
+        gone = set(self.layer_of[(self.status == PRUNED) & self.is_layer].tolist()) | set(extra)
+        return ~self.is_layer & (self.layer_of >= 0) & np.isin(self.layer_of, list(gone))
 
     def _changed(self) -> None:
         """Drop what is cached from ``status`` (call wherever it changes)."""
@@ -179,15 +187,15 @@ class Controller:
         restores, releases = self._run_guard(stats)
         eligible = self._eligible(stats)
         results = self._evaluate(eligible)
-        prune_ok, freeze_ok, role_ok = self._role_verdicts(results)
-        for streak, ok in ((self.streak_prune, prune_ok), (self.streak_freeze, freeze_ok)):
+        rv = role_verdicts(results, self.n_groups, self.is_layer, self.config.allow_prune, self.config.allow_freeze)
+        for streak, ok in ((self.streak_prune, rv.prune_ok), (self.streak_freeze, rv.freeze_ok)):
             ok &= eligible  # ok is this report's own array
             np.add(streak, 1, out=streak)
             streak *= ok  # 0 where not ok
         events: tuple[Event, ...] = ()
         reason = self._blocked(stats.step)
         if not reason:
-            event = self._decide(stats.step, results, role_ok)
+            event = self._decide(stats.step, results, rv.roles)
             if event is not None:
                 events = (event,)
                 if self._exact(event, stats):
@@ -228,54 +236,9 @@ class Controller:
         return restores, releases
 
     def _evaluate(self, eligible: np.ndarray) -> list[MonitorResult]:
-        """Every monitor, in order; those of roles HARMLESS and BOUNDED only on the groups
-        where their verdict can change a decision.
-
-        ``prune <= COLLAPSED or (CONVERGED and HARMLESS)`` and ``freeze <= CONVERGED and
-        BOUNDED and layer``, and only eligible groups count, so HARMLESS matters only where
-        CONVERGED holds on an eligible group, BOUNDED only there and on layers. Evaluated on
-        those columns (:meth:`StatsWindow.columns`), a monitor gives the same margins there,
-        hence the same decisions and certificates, at a fraction of the cost (BOUNDED's
-        remaining-path bound is the dearest reduction of a report).
-        """
-        first = {k: m.evaluate(self.window) for k, m in enumerate(self.monitors)
-                 if m.role in (Role.COLLAPSED, Role.CONVERGED)}
-        conv = self._role_holds(first.values(), Role.CONVERGED) & eligible
-        need = {Role.HARMLESS: conv if self.config.allow_prune else None,
-                Role.BOUNDED: conv & self.is_layer if self.config.allow_freeze else None}
-        subsets = {role: np.flatnonzero(mask) for role, mask in need.items() if mask is not None and mask.any()}
-        windows = {role: self.window.columns(idx) for role, idx in subsets.items()}
-        results = []
-        for k, m in enumerate(self.monitors):
-            if k in first:
-                results.append(first[k])
-            elif m.role in windows:
-                r = m.evaluate(windows[m.role])
-                results.append(r if r.columns is not None else replace(r, columns=subsets[m.role]))
-        return results
-
-    def _role_holds(self, results: Iterable[MonitorResult], role: Role) -> np.ndarray:
-        """``[n]``: where every monitor of ``role`` holds (nowhere if none has that role)."""
-        ok: np.ndarray | None = None
-        for r in results:
-            if r.monitor.role is role:
-                ok = r.holds(self.n_groups) if ok is None else ok & r.holds(self.n_groups)
-        return ok if ok is not None else np.zeros(self.n_groups, bool)
-
-    def _role_verdicts(self, results: list[MonitorResult]) -> tuple[np.ndarray, np.ndarray, dict[Role, np.ndarray]]:
-        role_ok: dict[Role, np.ndarray] = {}
-        for r in results:  # a role holds where all its monitors hold
-            ok = r.holds(self.n_groups)
-            role_ok[r.monitor.role] = role_ok[r.monitor.role] & ok if r.monitor.role in role_ok else ok
-        for role in Role:  # a role with no monitor never holds
-            role_ok.setdefault(role, np.zeros(self.n_groups, bool))
-        prune_ok = role_ok[Role.COLLAPSED] | (role_ok[Role.CONVERGED] & role_ok[Role.HARMLESS])
-        freeze_ok = role_ok[Role.CONVERGED] & role_ok[Role.BOUNDED] & self.is_layer
-        if not self.config.allow_prune:
-            prune_ok[:] = False
-        if not self.config.allow_freeze:
-            freeze_ok[:] = False
-        return prune_ok, freeze_ok, role_ok
+        """The monitors' results (see :func:`~lyactl.decision_rule.evaluate_monitors`)."""
+        cfg = self.config
+        return evaluate_monitors(self.monitors, self.window, eligible, self.is_layer, cfg.allow_prune, cfg.allow_freeze)
 
     def _blocked(self, step: int) -> str:
         """Why no event may be opened now ('' if one may)."""
@@ -340,8 +303,9 @@ class Controller:
         picked: list[tuple[int, int]] = []
         taken: set[int] = set()
         limit = self.config.max_groups_per_event
+        gone = set(self.layer_of[(self.status == PRUNED) & self.is_layer].tolist())  # pruned blocks
         for i in ready:
-            if i in taken:
+            if i in taken or (not self.is_layer[i] and self.layer_of[i] in gone):
                 continue
             unit = self._unit(i, ready)
             if unit is None or len(picked) + len(unit) > limit:
@@ -353,7 +317,13 @@ class Controller:
                 taken.add(j)
                 if ready[i] == PRUNED:
                     alive[j] = False
-        return picked
+                    if self.is_layer[j]:
+                        gone.add(int(self.layer_of[j]))
+        # groups inside a block whose layer goes now (or went before) go with it: no decision
+        # of their own (the backend removes the block; their statistics turn NaN)
+        layers = [int(self.layer_of[j]) for j, a in picked if a == PRUNED and self.is_layer[j]]
+        inside = self._inside_pruned_layer(layers)
+        return [(j, a) for j, a in picked if not inside[j]]
 
     def _unit(self, i: int, ready: Mapping[int, int]) -> list[int] | None:
         """The groups that must go with ``i`` (together constraints), None if not all ready."""

@@ -159,3 +159,28 @@ def test_user_cannot_be_surprised_by_status_after_freeze():
     run(ctrl, sim.stats)
     assert (ctrl.status == FROZEN).all()
     assert ctrl.saved_fraction() == pytest.approx(sum(g.flops_freeze for g in sim.groups) / ctrl.model_flops)
+
+
+def test_groups_inside_a_pruned_block_go_with_it_and_are_counted_once():
+    """A block's LAYER group and its heads all collapse: the event prunes the block alone (its
+    heads go with it, no decisions of their own) and the saved fraction counts the block once;
+    a head pruned earlier is not counted again when its block goes later."""
+    sim = simulate(["collapsing"] * 4, "gd", n_reports=40, seed=2)
+    g = sim.groups
+    groups = [dataclasses.replace(g[0], kind=GroupKind.LAYER, layer=0, flops_remove=100.0),
+              dataclasses.replace(g[1], kind=GroupKind.HEAD, layer=0, flops_remove=30.0),
+              dataclasses.replace(g[2], kind=GroupKind.HEAD, layer=0, flops_remove=30.0),
+              dataclasses.replace(g[3], kind=GroupKind.HEAD, layer=1, flops_remove=30.0)]
+    cfg = ControllerConfig(guard=FAST_GUARD, cooldown_steps=0, model_flops=1000.0)
+    ctrl = Controller(groups, config=cfg)
+    got = decided(run(ctrl, sim.stats))
+    assert sorted(i for i, _ in got) == [0, 3]  # heads 1, 2 went with block 0
+    assert ctrl.saved_fraction() == pytest.approx((100.0 + 30.0) / 1000.0)
+
+    ctrl = Controller(groups, config=cfg)
+    ctrl.status[1] = PRUNED  # head 1 went in an earlier event
+    ctrl._changed()
+    assert ctrl.saved_fraction() == pytest.approx(30.0 / 1000.0)
+    ctrl.status[0] = PRUNED  # then its block
+    ctrl._changed()
+    assert ctrl.saved_fraction() == pytest.approx(100.0 / 1000.0)
