@@ -11,6 +11,8 @@ Arms (names are fixed by the results schema):
 * ``small-dense``: a uniformly narrower dense model (heads and MLP) whose FLOPs over the full
   schedule match lyactl's;
 * ``dense-short``: the dense model for fewer steps, cosine schedule refit, lyactl's FLOPs;
+* ``lyactl-late`` (a design change under test): decisions only between 40 % and 70 % of
+  training, budget 0.20;
 * ``random``, ``magnitude``, ``taylor``: lyactl's event schedule (same steps, same number of
   groups of each kind, same frozen prefix) with groups chosen by that rule, no certificates.
 
@@ -50,6 +52,7 @@ PRESETS: dict[str, dict] = {
         "frontier_tokens": (88_000_000, 44_000_000),
         "frontier_short": ((512, 8, 8, 2048), (768, 8, 12, 3072)),  # sizes also run at the 2nd budget
         "lyactl": _LYACTL,
+        "late": {"warmup_frac": 0.40, "last_frac": 0.70, "budget": 0.20},
         "freeze": {"start_frac": 0.5, "end_frac": 0.9, "layers": 4},
         "eval": {"tasks": ["bpb", "endings", "lambada", "hellaswag", "mmlu5"], "batch_size": 64,
                  "limits": {"mmlu5": 20}},
@@ -70,7 +73,7 @@ PRESETS: dict[str, dict] = {
 
 
 _PRIORITY = {"lyactl-s0": 100, "dense-s0": 99, "lyactl-arch-scratch": 90, "small-dense": 90, "dense-short": 90,
-             "random": 89, "magnitude": 89, "taylor": 89, "lyactl-budget25": 85, "lyactl-s1": 80, "dense-s1": 80, "lyactl-s2": 70,
+             "random": 89, "magnitude": 89, "taylor": 89, "lyactl-budget25": 85, "lyactl-late": 84, "lyactl-s1": 80, "dense-s1": 80, "lyactl-s2": 70,
              "dense-s2": 70, "freeze": 60, "frontier": 50}
 
 
@@ -122,6 +125,11 @@ def plan(preset: dict, stage: str, **paths: str) -> list[dict]:
                              policy={"kind": "replay", "rule": rule, **preset["lyactl"]}, **rneed))
         jobs.append(_job(preset, "lyactl-budget25", 0, dense, T,
                          policy={"kind": "lyactl", **preset["lyactl"], "budget": 0.25}))
+        # design change to try (docs/results.md): prune late, so most of training has the full
+        # model; a smaller saving is taken where the model has learned most of what it will
+        if "late" in preset:
+            jobs.append(_job(preset, "lyactl-late", 0, dense, T, policy={"kind": "lyactl", **preset["lyactl"],
+                                                                          **preset["late"]}))
     for j in jobs:  # queue priority: what unblocks or anchors the comparison first
         j["cost"] = _PRIORITY.get(j["id"], _PRIORITY.get(j["arm"], 0)) + j["cost"] * 1e-12
     common = {k: preset[k] for k in ("seq_len", "batch", "lr", "warmup", "device", "bf16", "compile", "vocab", "eval")}
