@@ -77,12 +77,8 @@ def build(steps: int = STEPS, guard_all: bool = True):
     opt = build_optimizer(model, tcfg)
     loop = L.Lyactl(model, opt, None, interval=2, block=64)
     ccfg = ControllerConfig(monitors=MonitorConfig(window=3, lag=1), guard=GuardConfig(window=3, pre_window=3),
-                            hysteresis=2, cooldown_steps=10)
+                            hysteresis=2, cooldown_steps=10, guard_exact_events=guard_all)
     loop.controller = Controller(loop.backend.groups(), loop.backend.constraints(), ccfg)
-    if guard_all:
-        if not callable(getattr(loop.controller, "_exact", None)):
-            raise RuntimeError("Controller._exact is gone: update guard_all in benchmarks/fault_injection.py")
-        loop.controller._exact = lambda event, stats: False  # this instance only
     tokens = np.random.default_rng(0).integers(0, 64, 4000)
     return model, opt, loop, Batches(tokens, 16, 4, 0), tcfg
 

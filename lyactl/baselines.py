@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -105,6 +105,19 @@ class ReplayController:
             events.append(self._event(self.schedule[self._next], stats))
             self._next += 1
         return ControlOutput(tuple(e for e in events if e.decisions), (), (), np.zeros(len(self.groups)), False, "ok")
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable state (the rules are stateless: a seeded draw or the statistics),
+        so a baseline run checkpoints and resumes like a controlled one."""
+        return {"n_groups": len(self.groups), "alive": self.alive.tolist(), "gone": self.gone.tolist(),
+                "frozen": self.frozen, "next": self._next, "event_id": self._event_id}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state["n_groups"] != len(self.groups):
+            raise InvalidArgumentError(bad_arg("ReplayController state n_groups", len(self.groups), state["n_groups"]))
+        self.alive = np.array(state["alive"], dtype=bool)
+        self.gone = np.array(state["gone"], dtype=bool)
+        self.frozen, self._next, self._event_id = int(state["frozen"]), int(state["next"]), int(state["event_id"])
 
     def _event(self, ev: ScheduledEvent, stats: GroupStats) -> Event:
         scores = np.asarray(self.rule(stats, self.groups), dtype=float)

@@ -60,6 +60,7 @@ class ControllerConfig:
     allow_prune: bool = True
     allow_freeze: bool = True
     freeze_hold_ratio: float = 0.1
+    guard_exact_events: bool = False
 
     def __post_init__(self) -> None:
         for name in ("warmup_steps", "min_steps_between_events", "cooldown_steps"):
@@ -68,6 +69,9 @@ class ControllerConfig:
         for name in ("hysteresis", "max_groups_per_event"):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
                 raise InvalidArgumentError(bad_arg(f"ControllerConfig.{name}", "an int >= 1", getattr(self, name)))
+        for name in ("allow_prune", "allow_freeze", "guard_exact_events"):
+            if not isinstance(getattr(self, name), bool):
+                raise InvalidArgumentError(bad_arg(f"ControllerConfig.{name}", "True or False", getattr(self, name)))
         if not 0.0 < self.freeze_hold_ratio < 1.0:
             raise InvalidArgumentError(bad_arg("ControllerConfig.freeze_hold_ratio", "a number in (0, 1)",
                                                self.freeze_hold_ratio))
@@ -212,11 +216,13 @@ class Controller:
             eligible &= self.cool_until <= stats.step
         return eligible
 
-    @staticmethod
-    def _exact(event: Event, stats: GroupStats) -> bool:
+    def _exact(self, event: Event, stats: GroupStats) -> bool:
         """True when the event only removes groups whose weights are exactly zero now: the
         removal cannot change the function (nor the loss), so there is nothing for the guard
-        to watch or restore; such an event is released as it is applied."""
+        to watch or restore; such an event is released as it is applied (unless
+        ``config.guard_exact_events``)."""
+        if self.config.guard_exact_events:
+            return False
         idx = [d.index for d in event.decisions]
         return all(d.action is Action.PRUNE for d in event.decisions) and bool(np.all(stats.w_sq[idx] == 0.0))
 

@@ -13,7 +13,7 @@ from hypothesis import example, given, settings, strategies as st
 from lyactl.budget import BudgetConfig
 from lyactl.controller import Controller, ControllerConfig, FROZEN, PRUNED
 from lyactl.decision_log import verify_certificate
-from lyactl.errors import ShapeError
+from lyactl.errors import InvalidArgumentError, ShapeError
 from lyactl.groups import Action, Constraint, GroupKind
 from lyactl.guard import GuardConfig
 from lyactl.verdict import Verdict
@@ -184,3 +184,27 @@ def test_groups_inside_a_pruned_block_go_with_it_and_are_counted_once():
     ctrl.status[0] = PRUNED  # then its block
     ctrl._changed()
     assert ctrl.saved_fraction() == pytest.approx(100.0 / 1000.0)
+
+
+@pytest.mark.parametrize("guard_exact", [False, True])
+def test_an_event_of_exactly_zero_groups_skips_the_guard_unless_asked(guard_exact):
+    """Collapsed groups reach exact zero (weight decay alone, zero gradient): removing them
+    cannot change the loss, so by default the event is released as applied; with
+    ``guard_exact_events`` the guard watches it like any other."""
+    sim = simulate(["collapsing", "learning", "learning"], "gd", n_reports=40, seed=4)
+    stats = [dataclasses.replace(s, w_sq=np.where(np.arange(3) == 0, 0.0, s.w_sq)) if k >= 3 else s
+             for k, s in enumerate(sim.stats)]
+    cfg = ControllerConfig(guard=FAST_GUARD, cooldown_steps=0, guard_exact_events=guard_exact)
+    ctrl = Controller(sim.groups, config=cfg)
+    for s in stats:
+        out = ctrl.observe(s)
+        if out.events:
+            break
+    assert [d.index for d in out.events[0].decisions] == [0]  # only the exactly-zero group
+    assert out.releases == (() if guard_exact else out.events)
+    assert ctrl.guard.busy == guard_exact
+
+
+def test_controller_config_flags_must_be_bools():
+    with pytest.raises(InvalidArgumentError, match="ControllerConfig.guard_exact_events: expected True or False"):
+        ControllerConfig(guard_exact_events="yes")

@@ -156,6 +156,14 @@ def test_bad_task_name(model: LowRankBigram) -> None:
         evaluate(model, TOK, ["hellaswagg"], DATA, device="cpu", batch_size=2, seq_len=16)
 
 
+def test_a_tokenizer_larger_than_the_models_vocabulary_is_refused() -> None:
+    from lyactl_torch.model import GPT, GPTConfig
+
+    small = GPT(GPTConfig(vocab_size=64, seq_len=16, d_model=32, n_layer=1, n_head=2, head_dim=16, mlp_hidden=64))
+    with pytest.raises(InvalidArgumentError, match=r"tokenizer: expected at most 64 token ids.*found .50257 ids"):
+        evaluate(small, TOK, ["hellaswag"], DATA, device="cpu", batch_size=2, seq_len=16)
+
+
 def test_cli_writes_strict_json_and_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "r.json"
     load = lambda path, device: LowRankBigram(seed=0)  # noqa: E731

@@ -160,6 +160,27 @@ def _limit_per_source(docs: Sequence[Any], limit: int | None) -> list[Any]:
     return out
 
 
+def _model_vocab(model: Any) -> int | None:
+    """The number of token ids the model embeds (its config's ``vocab_size``, else the rows of
+    its input embedding), None when neither is found."""
+    cfg = getattr(model, "config", getattr(model, "cfg", None))
+    n = getattr(cfg, "vocab_size", None)
+    if isinstance(n, int):
+        return n
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else getattr(model, "wte", None)
+    weight = getattr(emb, "weight", None)
+    return int(weight.shape[0]) if isinstance(weight, torch.Tensor) else None
+
+
+def _check_vocab(model: Any, tokenizer: Tokenizer) -> None:
+    """Refuse a tokenizer whose ids the model cannot embed (scores would be garbage or crash
+    deep inside an embedding lookup)."""
+    n = _model_vocab(model)
+    if n is not None and tokenizer.vocab_size > n:
+        raise InvalidArgumentError(bad_arg("tokenizer", f"at most {n} token ids (the model's vocabulary)",
+                                           f"{tokenizer.vocab_size} ids in {tokenizer.name!r}"))
+
+
 def evaluate(
     model: Any,
     tokenizer: Tokenizer,
@@ -185,6 +206,7 @@ def evaluate(
         raise InvalidArgumentError(bad_arg("tasks", f"a non-empty subset of {TASKS}", list(tasks)))
     if limit is not None and limit < 1:
         raise InvalidArgumentError(bad_arg("limit", "None or an integer >= 1", limit))
+    _check_vocab(model, tokenizer)
     data_dir = Path(data_dir)
     if hasattr(model, "eval"):
         model.eval()
