@@ -117,3 +117,44 @@ def test_dw_sq_is_zero_without_update_and_refs_previous_call():
     again = backend.statistics()
     assert (again.dw_sq == 0).all() and math.isnan(again.loss)
     np.testing.assert_allclose(again.w_sq, first.w_sq, rtol=1e-6)
+
+
+def test_a_frozen_block_inside_a_class_of_same_shape_parameters():
+    """Blocks of one shape are reduced as one stack; with the bottom block frozen, the stack's
+    gradients exist for some members only: the others must still match the reference, and the
+    frozen block's gradient statistics must be NaN (not zero, not another block's)."""
+    model = tiny(n_layer=3)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    backend = L.TorchBackend(model, opt, stats_dtype=torch.float64)
+    masks = reference_masks(model, backend.layout)
+    groups = backend.groups()
+    step(model, opt, 0)  # every parameter gets its Adam moments
+    layer0 = backend.layout.index["blocks.0"]
+    backend.apply(Event(0, 1, (Decision(1, groups[layer0].name, layer0, Action.FREEZE),)))
+    assert any(len(c.entries) == 3 for c in backend.plan.classes), "the blocks should share classes"
+    backend.observe_step(step(model, opt, 1))
+    backend.statistics()
+    prev = {n: p.detach().clone() for n, p in model.named_parameters()}
+    backend.observe_step(step(model, opt, 2))
+    s = backend.statistics()
+    named = dict(model.named_parameters())
+    for gi, g in enumerate(groups):
+        if g.layer not in (0, 1, 2) or g.kind is GroupKind.CHANNEL_BLOCK:
+            continue
+        ref = {"w_sq": 0.0, "dw_sq": 0.0, "g_sq": 0.0, "gw": 0.0, "m_sq": 0.0}
+        for n, p in named.items():
+            m = masks[gi][n]
+            w = p.detach().double()[m]
+            ref["w_sq"] += float((w * w).sum())
+            ref["dw_sq"] += float(((w - prev[n].double()[m]) ** 2).sum())
+            ref["m_sq"] += float((opt.state[p]["exp_avg"].double()[m] ** 2).sum())
+            if p.grad is not None:
+                gr = p.grad.double()[m]
+                ref["g_sq"] += float((gr * gr).sum())
+                ref["gw"] += float((gr * w).sum())
+        for name in ("w_sq", "dw_sq", "m_sq"):
+            assert getattr(s, name)[gi] == pytest.approx(ref[name], rel=1e-6, abs=1e-12), (g.name, name)
+        if g.layer == 0:
+            assert np.isnan(s.g_sq[gi]) and np.isnan(s.gw[gi]) and s.dw_sq[gi] == 0.0, g.name
+        else:
+            assert s.g_sq[gi] == pytest.approx(ref["g_sq"], rel=1e-6) and s.gw[gi] == pytest.approx(ref["gw"], rel=1e-6)
