@@ -8,7 +8,9 @@ overhead where it can be measured without a GPU: the number of ATen operations o
 dispatches and its wall time, on a model with GPT-2 small's *structure* (12 blocks, 12 heads,
 biases, tied embeddings) but tiny widths, so that arithmetic is negligible and the time is
 the host-side cost that a GPU run pays as launch overhead. Also run once after a surgery
-event (blocks of different shapes: fewer parameters share a class). Writes
+event (blocks of different shapes: fewer parameters share a class), and the same for one
+step of the proximal group-lasso actuator (it runs after *every* optimizer step while the
+budget's penalty is on). Writes
 ``benchmarks/results/stats_dispatch.json``. Not a GPU measurement: the GPU figure needs
 ``benchmarks/bench_surgery_gpu.py``.
 """
@@ -60,6 +62,24 @@ def _measure(backend, model, opt, x, reps: int = 30) -> dict:
             "n_params": len(list(model.parameters()))}
 
 
+def _penalty(backend, reps: int = 50) -> dict:
+    """One proximal group-lasso step with 60 random heads and MLP blocks penalised."""
+    groups = backend.groups()
+    lam = np.zeros(len(groups))
+    pick = [i for i, g in enumerate(groups) if g.kind.value in ("head", "mlp_block")]
+    lam[np.random.default_rng(0).choice(pick, 60, replace=False)] = 1e-3
+    backend.set_penalty(lam)
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        backend.apply_penalty()
+        times.append(time.perf_counter() - t)
+    with _Count() as c:
+        backend.apply_penalty()
+    backend.set_penalty(np.zeros(len(groups)))
+    return {"aten_ops": c.n, "median_ms": round(float(np.median(times)) * 1e3, 3)}
+
+
 def main() -> dict:
     torch.manual_seed(0)
     torch.set_num_threads(1)
@@ -70,12 +90,13 @@ def main() -> dict:
     backend = L.TorchBackend(model, opt, block=16)
     x = torch.randint(0, 512, (2, 32))
     before = _measure(backend, model, opt, x)
+    penalty = _penalty(backend)
     groups = backend.groups()
     heads = [i for i, g in enumerate(groups) if g.kind.value == "head" and g.layer % 3 == 0][:8]
     ev = Event(0, 1, tuple(Decision(1, groups[i].name, i, Action.PRUNE, ()) for i in heads))
     backend.apply(ev)
     after = _measure(backend, model, opt, x)
-    res = {"name": "stats_dispatch", "model": "GPT-2-small structure, d=24", "before_event": before,
+    res = {"name": "stats_dispatch", "model": "GPT-2-small structure, d=24", "before_event": before, "penalty_step": penalty,
            "after_event": after, "cpus": os.cpu_count(), "torch": torch.__version__}
     out = Path(__file__).parent / "results" / "stats_dispatch.json"
     out.write_text(json.dumps(res, indent=2))

@@ -11,9 +11,9 @@ part of a layer) is scaled by the product of their factors: the proximal steps o
 overlapping kinds applied one after another on the norms taken before the step (exact
 when only one kind is penalised).
 
-Cost: one reduction pass (as in :mod:`lyactl_torch.stats`) and one multiply per
-parameter dimension holding a penalised group, all on the device; no host sync. Skipped
-entirely while every ``lam_g`` is 0.
+Cost: one reduction pass over the parameter classes holding a penalised group (as in
+:mod:`lyactl_torch.stats`: parameters of one shape are stacked) and one multi-tensor multiply
+per class, all on the device; no host sync. Skipped entirely while every ``lam_g`` is 0.
 """
 
 from __future__ import annotations
@@ -55,35 +55,45 @@ class ProximalGroupLasso:
             raise InvalidArgumentError(bad_arg("strength", "finite values >= 0", lam[(lam < 0) | ~np.isfinite(lam)][:5]))
         self.lam_host = lam
         self.lam = torch.tensor(lam, dtype=self.plan.dtype).to(self.plan.device, non_blocking=True)
-        on = {int(g) for g in np.flatnonzero(lam > 0)}
-        # only the parameter dimensions holding a penalised group take part (host-side filter)
-        self.targets = tuple(r for r in (e.restricted(on) for e in self.plan.entries) if r is not None)
+        on = set(np.flatnonzero(lam > 0).tolist())
+        # only the classes of parameters holding a penalised group take part (host-side filter)
+        self.targets = tuple(c for c in self.plan.classes if any(e.groups & on for e in c.entries))
 
     def factors(self, lr: float | torch.Tensor) -> torch.Tensor:
-        """``[n_groups + 1]`` scale factors (last slot 1: positions in no group)."""
+        """``[n_groups + 1]`` scale factors (last slot 1: positions in no group). The norms
+        are summed over every parameter of the target classes: a penalised group's norm is
+        complete (all its slices live there); the other groups' norms are not used."""
         plan, G = self.plan, self.plan.n_groups
-        w_sq = torch.zeros(1, G + 1, dtype=plan.dtype, device=plan.device)
+        w_sq = torch.zeros(G + 1, dtype=plan.dtype, device=plan.device)
         with torch.no_grad():
-            for e in self.targets:
-                p = e.param.detach().float()
-                plan.accumulate(w_sq, e, (p * p)[None], [0])
-        norm = w_sq[0, :G].sqrt()
+            for c in self.targets:
+                P = torch.stack([e.param for e in c.entries]).float()
+                c.reduce(w_sq, P * P, None)
+        norm = w_sq[:G].sqrt()
         lr_t = torch.as_tensor(lr, dtype=plan.dtype).to(plan.device)
         shrink = (1.0 - lr_t * self.lam / norm).clamp(min=0.0)
         scale = torch.where(self.lam > 0, torch.nan_to_num(shrink, nan=0.0), torch.ones_like(shrink))
         return torch.cat([scale, scale.new_ones(1)])
 
     def apply(self, lr: float | torch.Tensor) -> None:
-        """One proximal step with step size ``lr`` (no-op while inactive)."""
+        """One proximal step with step size ``lr`` (no-op while inactive): per class, the
+        product of its members' factors broadcast over ``[K, *shape]`` and one multi-tensor
+        multiply (entries holding no penalised group are multiplied by exactly 1)."""
         if not self.active:
             return
         s = self.factors(lr)
         with torch.no_grad():
-            for e in self.targets:
-                p = e.param
-                for dim, gidx in e.members:
-                    shape = [1] * p.dim()
-                    shape[dim] = -1
-                    p.mul_(s[gidx].view(shape).to(p.dtype))
-                if e.layer is not None:
-                    p.mul_(s[e.layer].to(p.dtype))
+            for c in self.targets:
+                params = [e.param for e in c.entries]
+                nd, K = params[0].dim(), len(params)
+                S = None
+                for dim, gidx in zip(c.dims, c.gidx):
+                    shape = [K] + [1] * nd
+                    shape[dim + 1] = gidx.shape[1]
+                    f = s[gidx].view(shape)
+                    S = f if S is None else S * f
+                if c.layers is not None:
+                    f = s[c.layers].view([K] + [1] * nd)
+                    S = f if S is None else S * f
+                S = S.to(params[0].dtype).expand(K, *params[0].shape)
+                torch._foreach_mul_(params, list(S.unbind(0)))
