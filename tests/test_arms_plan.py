@@ -1,0 +1,48 @@
+"""The H200 job plan holds what issue 6 asks for (no GPU needed to check a plan)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_BENCH = str(Path(__file__).resolve().parent.parent / "benchmarks")
+if _BENCH not in sys.path:
+    sys.path.insert(0, _BENCH)
+
+from arms import PRESETS, plan  # noqa: E402
+
+REQUIRED = {"dense", "lyactl", "lyactl-arch-scratch", "small-dense", "dense-short", "random", "magnitude", "taylor",
+            "freeze", "frontier"}
+
+
+def _jobs(preset: str = "h200") -> list[dict]:
+    return plan(PRESETS[preset], "all", work="w", data="d", out="o")
+
+
+def test_every_named_arm_and_the_seeds():
+    jobs = _jobs()
+    assert REQUIRED <= {j["arm"] for j in jobs}
+    for arm in ("dense", "lyactl"):
+        assert len({j["seed"] for j in jobs if j["arm"] == arm}) >= 3
+    assert len({j["id"] for j in jobs}) == len(jobs)
+
+
+def test_frontier_has_four_sizes_and_two_budgets():
+    front = [j for j in _jobs() if j["arm"] in ("frontier", "dense") and j["seed"] == 0]
+    sizes = {(j["model"]["d_model"], j["model"]["n_layer"]) for j in front}
+    budgets = {j["steps"] for j in front}
+    assert len(sizes) >= 4 and len(budgets) >= 2
+
+
+def test_replays_run_on_the_seed_of_the_run_they_replay():
+    jobs = {j["id"]: j for j in _jobs()}
+    for rule in ("random", "magnitude", "taylor"):
+        j = next(v for v in jobs.values() if v["arm"] == rule)
+        assert j["source"] == f"lyactl-s{j['seed']}" and j["needs"] == [j["source"]] and j["source"] in jobs
+
+
+def test_the_late_arm_decides_only_in_its_window():
+    late = next(j for j in _jobs() if j["arm"] == "lyactl-late")
+    pol = late["policy"]
+    assert pol["kind"] == "lyactl" and 0 < pol["warmup_frac"] < pol["last_frac"] < 1 and 0 < pol["budget"] < 1
+    assert pol["warmup_frac"] > PRESETS["h200"]["lyactl"]["warmup_frac"]
