@@ -99,21 +99,24 @@ def pi_step(cfg: BudgetConfig, state: PIState, error: float, dt: int) -> PIState
 
 
 def cheapest_groups(score: np.ndarray, flops: np.ndarray, gap: float, eligible: np.ndarray,
-                    chosen: np.ndarray, cushion: float = 1.25) -> np.ndarray:
+                    chosen: np.ndarray, cushion: float = 1.25, max_unit: float = 2.0) -> np.ndarray:
     """Top up ``chosen`` with the lowest-``score`` eligible groups until their FLOPs cover ``gap``.
 
     Sticky: groups already chosen (and still eligible) stay chosen, so the penalty keeps
-    pushing the same groups. One argsort over the eligible groups, only when a top-up is
-    needed. Returns a new boolean ``[n]`` mask.
+    pushing the same groups. A group whose FLOPs exceed ``max_unit`` times what is still
+    needed is passed over: one whole layer chosen for a small gap would overshoot the
+    set-point by most of its size once it collapses and is pruned. One argsort over the
+    eligible groups, only when a top-up is needed. Returns a new boolean ``[n]`` mask.
     """
     mask = chosen & eligible
     covered = float(flops[mask].sum())
     if covered >= gap or gap <= 0:
         return mask
-    pool = np.flatnonzero(eligible & ~mask & np.isfinite(score) & (flops > 0))
+    need = cushion * gap - covered
+    pool = np.flatnonzero(eligible & ~mask & np.isfinite(score) & (flops > 0) & (flops <= max_unit * need))
     order = pool[np.lexsort((pool, score[pool]))]
     # cover cushion * gap so that a slowly growing gap does not re-sort every report
-    need = np.searchsorted(np.cumsum(flops[order]), cushion * gap - covered) + 1
+    k = np.searchsorted(np.cumsum(flops[order]), need) + 1
     out = mask.copy()
-    out[order[:need]] = True
+    out[order[:k]] = True
     return out

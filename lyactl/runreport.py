@@ -96,7 +96,7 @@ def _event_lines(run: dict[str, Any]) -> list[str]:
         step = int(ds[0]["step"])
         before = [f for s, f in fpt if s < step][-1:] or [math.nan]
         after = [f for s, f in fpt if s <= step][-1:] or [math.nan]
-        out.append(f"  event {eid} @ step {step}: {'/'.join(acts)} {len(ds)} groups ({names}); "
+        out.append(f"  event {eid} @ step {step}: {'/'.join(acts)} {len(ds)} group{'s' if len(ds) != 1 else ''} ({names}); "
                    f"model FLOPs/token {_si(before[0])} -> {_si(after[0])}; "
                    f"certificates: {cert}; min margin {min(margins):.3g}{tag}")
     return out

@@ -48,3 +48,19 @@ def test_cheapest_groups_cover_gap_and_are_sticky():
 def test_config_validation():
     with pytest.raises(InvalidArgumentError, match="BudgetConfig.target"):
         BudgetConfig(1.5, 100)
+
+
+@settings(max_examples=50, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), gap=st.floats(0.5, 20.0))
+def test_cheapest_groups_pass_over_units_far_larger_than_the_gap(seed, gap):
+    """No chosen group is larger than twice what was still needed (a whole layer is not put
+    under the penalty to cover a small gap); among the groups that fit, the cheapest go first."""
+    rng = np.random.default_rng(seed)
+    n = 30
+    flops = np.where(rng.random(n) < 0.2, 40.0, rng.uniform(0.5, 3.0, n))  # a few whole layers
+    score = rng.random(n)
+    m = cheapest_groups(score, flops, gap, np.ones(n, bool), np.zeros(n, bool), cushion=1.0)
+    assert (flops[m] <= 2.0 * gap).all()
+    fits = flops <= 2.0 * gap
+    if m.any() and (~m & fits).any():
+        assert score[m].max() <= score[~m & fits].min()
