@@ -158,3 +158,26 @@ def test_a_frozen_block_inside_a_class_of_same_shape_parameters():
             assert np.isnan(s.g_sq[gi]) and np.isnan(s.gw[gi]) and s.dw_sq[gi] == 0.0, g.name
         else:
             assert s.g_sq[gi] == pytest.approx(ref["g_sq"], rel=1e-6) and s.gw[gi] == pytest.approx(ref["gw"], rel=1e-6)
+
+
+def test_classes_are_chunked_and_give_the_same_statistics(monkeypatch):
+    """A tiny stack limit splits every class into one-parameter chunks: the statistics must
+    not change (the chunking only bounds the temporary memory)."""
+    import lyactl_torch.stats as S
+
+    def run(limit):
+        monkeypatch.setattr(S, "MAX_STACK", limit)
+        model = tiny(n_layer=3)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        backend = L.TorchBackend(model, opt, stats_dtype=torch.float64)
+        backend.observe_step(step(model, opt, 0))
+        backend.statistics()
+        backend.observe_step(step(model, opt, 1))
+        return backend, backend.statistics()
+
+    big_b, big = run(S.MAX_STACK)
+    small_b, small = run(1)
+    assert max(len(c.entries) for c in big_b.plan.classes) > 1
+    assert max(len(c.entries) for c in small_b.plan.classes) == 1
+    for name in ("w_sq", "dw_sq", "g_sq", "gw", "m_sq"):
+        np.testing.assert_allclose(getattr(small, name), getattr(big, name), rtol=1e-12, err_msg=name)

@@ -38,7 +38,7 @@ from lyactl.groups import GroupStats
 
 from .groups import Layout
 
-__all__ = ["PlanEntry", "ReductionPlan", "FIELDS", "momentum_of"]
+__all__ = ["PlanEntry", "ReductionPlan", "FIELDS", "MAX_STACK", "momentum_of"]
 
 FIELDS = ("w_sq", "dw_sq", "g_sq", "gw", "m_sq")
 
@@ -105,7 +105,7 @@ class ReductionPlan:
             for key, (p, mem, gs) in by_param.items()
         )
         self.device = self.entries[0].param.device if self.entries else torch.device("cpu")
-        self.classes = _classes(self.entries, G)
+        self.classes = _classes(self.entries, G, MAX_STACK)
         self._prev: dict[int, torch.Tensor] | None = None  # built from the stacks on demand
         self._prev_stacks: list[torch.Tensor] | None = None  # per class, when prev came from them
         self.snapshot()
@@ -241,15 +241,26 @@ class _Class:
             row.index_add_(0, self.layers if sel is None else self.layers[sel], total)
 
 
-def _classes(entries: tuple[PlanEntry, ...], n_groups: int) -> tuple[_Class, ...]:
-    """Partition ``entries`` by (shape, dtype, device, member dims, has a LAYER group)."""
+MAX_STACK = 1 << 26
+"""Largest stack (elements) a class is reduced in: 256 MiB of float32 per temporary, so a
+large model's 32 copies of one matrix are split into a few stacks, not one that doubles
+the memory of the parameters it copies."""
+
+
+def _classes(entries: tuple[PlanEntry, ...], n_groups: int, max_stack: int = MAX_STACK) -> tuple[_Class, ...]:
+    """Partition ``entries`` by (shape, dtype, device, member dims, has a LAYER group), in
+    chunks of at most ``max_stack`` elements (at least one parameter each)."""
     by_key: dict[tuple, list[PlanEntry]] = {}
     for e in entries:
         p = e.param
         key = (tuple(p.shape), p.dtype, str(p.device), tuple(d for d, _ in e.members), e.layer is None)
         by_key.setdefault(key, []).append(e)
-    out = []
+    chunks = []
     for members in by_key.values():
+        per = max(1, max_stack // max(1, members[0].param.numel()))
+        chunks += [members[i:i + per] for i in range(0, len(members), per)]
+    out = []
+    for members in chunks:
         dims = tuple(d for d, _ in members[0].members)
         gidx = tuple(torch.stack([e.members[j][1] for e in members]) for j in range(len(dims)))
         dev = members[0].param.device
