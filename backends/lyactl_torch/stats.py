@@ -222,7 +222,7 @@ class _Class:
         found = [tensors[k] for k in keep]  # grads and optimizer moments carry no history
         if len(keep) == len(self.entries):
             return None, found
-        return torch.tensor(keep, dtype=torch.long, device=self.gidx[0].device if self.gidx else None), found
+        return torch.tensor(keep, dtype=torch.long, device=self.entries[0].param.device), found
 
     def reduce(self, row: torch.Tensor, X: torch.Tensor, sel: torch.Tensor | None) -> None:
         """Add the per-group sums of ``X`` (``[k, *shape]``, entries ``sel`` or all) into
