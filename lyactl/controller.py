@@ -25,87 +25,22 @@ only the groups actually decided are visited in Python):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .budget import BudgetConfig, PIState, cheapest_groups, pi_step, projected_saving, required_fraction
+from .budget import PIState, cheapest_groups, pi_step, projected_saving, required_fraction
+from .controller_config import ControllerConfig, ControlOutput, finite_mask
 from .decision_log import decode_array, encode_array
 from .decision_rule import evaluate_monitors, role_verdicts
 from .errors import InvalidArgumentError, bad_arg
 from .groups import Action, Certificate, Constraint, Decision, Event, Group, GroupKind, GroupStats
-from .guard import Guard, GuardConfig
-from .monitors import Monitor, MonitorConfig, MonitorResult, Role, StatsWindow, default_monitors
+from .guard import Guard
+from .monitors import Monitor, MonitorResult, Role, StatsWindow, default_monitors
 
 __all__ = ["ControllerConfig", "ControlOutput", "Controller", "ACTIVE", "FROZEN", "PRUNED"]
 
 ACTIVE, FROZEN, PRUNED = 0, 1, 2
-
-
-@dataclass(frozen=True)
-class ControllerConfig:
-    """Set-point, schedule, hysteresis and limits (all validated)."""
-
-    monitors: MonitorConfig = field(default_factory=MonitorConfig)
-    guard: GuardConfig = field(default_factory=GuardConfig)
-    budget: BudgetConfig | None = None
-    warmup_steps: int = 0
-    last_decision_step: int | None = None
-    hysteresis: int = 3
-    max_groups_per_event: int = 64
-    min_steps_between_events: int = 0
-    cooldown_steps: int = 1000
-    model_flops: float | None = None
-    allow_prune: bool = True
-    allow_freeze: bool = True
-    freeze_hold_ratio: float = 0.1
-    guard_exact_events: bool = False
-
-    def __post_init__(self) -> None:
-        for name in ("warmup_steps", "min_steps_between_events", "cooldown_steps"):
-            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 0):
-                raise InvalidArgumentError(bad_arg(f"ControllerConfig.{name}", "an int >= 0", getattr(self, name)))
-        for name in ("hysteresis", "max_groups_per_event"):
-            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
-                raise InvalidArgumentError(bad_arg(f"ControllerConfig.{name}", "an int >= 1", getattr(self, name)))
-        for name in ("allow_prune", "allow_freeze", "guard_exact_events"):
-            if not isinstance(getattr(self, name), bool):
-                raise InvalidArgumentError(bad_arg(f"ControllerConfig.{name}", "True or False", getattr(self, name)))
-        if not 0.0 < self.freeze_hold_ratio < 1.0:
-            raise InvalidArgumentError(bad_arg("ControllerConfig.freeze_hold_ratio", "a number in (0, 1)",
-                                               self.freeze_hold_ratio))
-        if self.model_flops is not None and not (math.isfinite(self.model_flops) and self.model_flops > 0):
-            raise InvalidArgumentError(bad_arg("ControllerConfig.model_flops", "None or a number > 0",
-                                               self.model_flops))
-
-
-@dataclass(frozen=True)
-class ControlOutput:
-    """What the backend does after one report (see :mod:`lyactl.protocol`)."""
-
-    events: tuple[Event, ...]
-    restores: tuple[Event, ...]
-    releases: tuple[Event, ...]
-    penalty: np.ndarray
-    held: bool
-    reason: str
-
-
-def _finite_mask(stats: GroupStats) -> np.ndarray:
-    """:meth:`GroupStats.finite_mask` given finite loss and lr, in fewer passes: where the sum
-    of the four fields is finite all four are; only elsewhere (NaN, inf or an overflowing
-    sum) are the fields checked one by one."""
-    with np.errstate(all="ignore"):
-        total = stats.w_sq + stats.dw_sq
-        total += stats.g_sq
-        total += stats.gw
-    ok = np.isfinite(total)
-    if not ok.all():
-        idx = np.flatnonzero(~ok)
-        ok[idx] = (np.isfinite(stats.w_sq[idx]) & np.isfinite(stats.dw_sq[idx]) & np.isfinite(stats.g_sq[idx])
-                   & np.isfinite(stats.gw[idx]))
-    return ok
 
 
 class Controller:
@@ -136,6 +71,8 @@ class Controller:
         self.guard = Guard(self.config.guard)
         self.status = np.zeros(n, np.int8)
         self._phi: float | None = None
+        self.fpt_ref: float | None = None  # the backend's FLOPs/token before any event
+        self._measured: tuple[float, float] | None = None  # (measured phi, estimate then)
         self.streak_prune = np.zeros(n, np.int32)
         self.streak_freeze = np.zeros(n, np.int32)
         self.cool_until = np.full(n, -1, np.int64)
@@ -150,8 +87,22 @@ class Controller:
 
     # ------------------------------------------------------------------ accounting
     def saved_fraction(self) -> float:
-        """``phi``: fraction of model FLOPs/token saved by the groups pruned or frozen now
-        (cached; :meth:`_changed` wherever ``status`` changes)."""
+        """``phi``: fraction of the dense model's training FLOPs/token saved now.
+
+        Measured where the backend reports ``flops_per_token``: ``1 - fpt / fpt_ref`` at the
+        last report (``fpt_ref`` the first report's, before any event), plus the estimated
+        change of the decisions taken since; else the estimate alone
+        (:meth:`estimated_fraction`)."""
+        if self._measured is None:
+            return self.estimated_fraction()
+        phi, est_then = self._measured
+        return phi + (self.estimated_fraction() - est_then)
+
+    def estimated_fraction(self) -> float:
+        """The groups' nominal costs: ``flops_remove`` of the pruned (not inside a pruned
+        block) and ``flops_freeze`` of the frozen, over ``model_flops``. Exact for disjoint
+        groups; residual-channel groups overlap the others multiplicatively, so it
+        over-counts when both kinds go (cached; :meth:`_changed` wherever ``status`` changes)."""
         if self._phi is None:
             pruned = (self.status == PRUNED) & ~self._inside_pruned_layer()
             saved = self.flops_remove[pruned].sum() + self.flops_freeze[self.status == FROZEN].sum()
@@ -187,6 +138,7 @@ class Controller:
         dt = stats.step - self.last_step if self.last_step is not None else stats.interval
         self.banked += self.saved_fraction() * max(dt, 0)
         self.last_step = stats.step
+        self._measure(stats.flops_per_token)
         self.window.push(stats, ignore=self._status_masks()[1])
         restores, releases = self._run_guard(stats)
         eligible = self._eligible(stats)
@@ -209,9 +161,23 @@ class Controller:
         penalty = self._actuate(stats, eligible)
         return ControlOutput(events, tuple(restores), tuple(releases), penalty, False, reason or "ok")
 
+    def _dense_flops(self) -> float:
+        """The dense model's training FLOPs/token: the backend's if it reported, else ``model_flops``."""
+        return self.fpt_ref if self.fpt_ref is not None else self.model_flops
+
+    def _measure(self, fpt: float) -> None:
+        """Take the backend's FLOPs/token (every decision so far applied) as the measured
+        saving; the first finite value before any decision is the dense reference."""
+        if not (math.isfinite(fpt) and fpt > 0):
+            return
+        if self.fpt_ref is None and not (self.status != ACTIVE).any():
+            self.fpt_ref = float(fpt)
+        if self.fpt_ref is not None:
+            self._measured = (1.0 - float(fpt) / self.fpt_ref, self.estimated_fraction())
+
     def _eligible(self, stats: GroupStats) -> np.ndarray:
         """``[n]``: active, out of cool-down, all statistics finite (a new array)."""
-        eligible = self._status_masks()[0] & _finite_mask(stats)
+        eligible = self._status_masks()[0] & finite_mask(stats)
         if stats.step < self._cool_max:  # some group may still cool down
             eligible &= self.cool_until <= stats.step
         return eligible
@@ -286,7 +252,7 @@ class Controller:
         picked = self._apply_constraints(idx[order], act[order])
         if not picked:
             return None
-        before = self.model_flops * (1.0 - self.saved_fraction())
+        before = self._dense_flops() * (1.0 - self.saved_fraction())
         decisions = []
         for i, a in picked:
             self.status[i] = a
@@ -296,7 +262,7 @@ class Controller:
                                       self._certificates(i, action, results, role_ok)))
         self.streak_prune[[i for i, _ in picked]] = 0
         self.streak_freeze[[i for i, _ in picked]] = 0
-        after = self.model_flops * (1.0 - self.saved_fraction())
+        after = self._dense_flops() * (1.0 - self.saved_fraction())
         event = Event(self.next_event_id, step, tuple(decisions), before, after)
         self.next_event_id += 1
         self.last_event_step = step
@@ -375,7 +341,7 @@ class Controller:
             return penalty
         ok = eligible
         score = np.abs(stats.gw) / self._flops_floor
-        self.chosen = cheapest_groups(score, self.flops_remove, max(error, 0.0) * self.model_flops, ok, self.chosen)
+        self.chosen = cheapest_groups(score, self.flops_remove, max(error, 0.0) * self._dense_flops(), ok, self.chosen)
         # lam_g = u sqrt(n_g): the proximal step then shrinks each coordinate by about
         # eta * u, on the scale of an Adam step (eta per coordinate), so u > 1 out-pushes the
         # optimizer and the group reaches exact zero; a bare u would not scale with the group.
@@ -391,7 +357,8 @@ class Controller:
                 "streak_freeze": self.streak_freeze.tolist(), "cool_until": self.cool_until.tolist(),
                 "chosen": self.chosen.tolist(), "pi": encode_array([self.pi.integral, self.pi.u]),
                 "banked": encode_array([self.banked])[0], "last_step": self.last_step,
-                "last_event_step": self.last_event_step, "next_event_id": self.next_event_id}
+                "last_event_step": self.last_event_step, "next_event_id": self.next_event_id,
+                "fpt_ref": self.fpt_ref, "measured": None if self._measured is None else list(self._measured)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if state["n_groups"] != self.n_groups:
@@ -410,3 +377,6 @@ class Controller:
         self.banked = float(decode_array([state["banked"]])[0])
         self.last_step, self.last_event_step = state["last_step"], state["last_event_step"]
         self.next_event_id = int(state["next_event_id"])
+        self.fpt_ref = state.get("fpt_ref")
+        m = state.get("measured")
+        self._measured = None if m is None else (float(m[0]), float(m[1]))

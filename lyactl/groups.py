@@ -124,7 +124,10 @@ class GroupStats:
 
     ``lr`` is the learning rate of the last step, ``weight_decay`` the decoupled
     weight-decay coefficient, ``interval`` the number of optimizer steps K since the
-    previous report. Arrays are float64 of shape ``[n_groups]``.
+    previous report. Arrays are float64 of shape ``[n_groups]``. ``flops_per_token``, if
+    the backend counts it, is the model's training FLOPs per token *now* (every event applied
+    so far, frozen layers included); the controller's budget then uses it instead of summing
+    its groups' nominal costs, which overlap (NaN: not counted).
     """
 
     step: int
@@ -139,6 +142,7 @@ class GroupStats:
     interval: int = 1
     weight_decay: float = 0.0
     val_loss: float = math.nan
+    flops_per_token: float = math.nan
 
     @property
     def n_groups(self) -> int:

@@ -208,3 +208,34 @@ def test_an_event_of_exactly_zero_groups_skips_the_guard_unless_asked(guard_exac
 def test_controller_config_flags_must_be_bools():
     with pytest.raises(InvalidArgumentError, match="ControllerConfig.guard_exact_events: expected True or False"):
         ControllerConfig(guard_exact_events="yes")
+
+
+def test_the_budget_uses_the_backends_flops_when_reported():
+    """Nominal group costs can overlap (residual channels cross every block); when the backend
+    reports its FLOPs/token the saved fraction is the measured one (plus the estimate of
+    decisions not yet applied), and it survives a state round trip."""
+    sim = simulate(["collapsing", "learning", "learning"], "gd", n_reports=12, seed=5)
+    cfg = ControllerConfig(guard=FAST_GUARD, cooldown_steps=0, model_flops=100.0)
+    ctrl = Controller(sim.groups, config=cfg)
+    stats = [dataclasses.replace(s, flops_per_token=1000.0) for s in sim.stats]
+    ctrl.observe(stats[0])
+    assert ctrl.fpt_ref == 1000.0 and ctrl.saved_fraction() == 0.0
+    ctrl.status[0] = PRUNED  # a decision: estimated at flops_remove / model_flops
+    ctrl._changed()
+    est = ctrl.estimated_fraction()
+    assert est > 0 and ctrl.saved_fraction() == pytest.approx(est)  # not applied yet: the estimate
+    ctrl.observe(dataclasses.replace(stats[1], flops_per_token=700.0))  # the backend applied it
+    assert ctrl.saved_fraction() == pytest.approx(0.3)  # measured, not the estimate
+    clone = Controller(sim.groups, config=cfg)
+    clone.load_state_dict(json.loads(json.dumps(ctrl.state_dict())))
+    assert clone.saved_fraction() == pytest.approx(0.3) and clone.fpt_ref == 1000.0
+
+
+def test_without_reported_flops_the_estimate_is_used():
+    sim = simulate(["collapsing", "learning"], "gd", n_reports=3, seed=5)
+    ctrl = Controller(sim.groups, config=ControllerConfig(model_flops=100.0))
+    ctrl.observe(sim.stats[0])  # flops_per_token NaN
+    ctrl.status[0] = PRUNED
+    ctrl._changed()
+    ctrl.observe(sim.stats[1])
+    assert ctrl.fpt_ref is None and ctrl.saved_fraction() == pytest.approx(ctrl.estimated_fraction())

@@ -10,7 +10,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lyactl.controller import _finite_mask
+from lyactl.controller_config import finite_mask as _finite_mask
 from lyactl.groups import GroupStats
 from lyactl.monitor_library import _remaining_path
 from lyactl.stats_window import StatsWindow

@@ -181,3 +181,20 @@ def test_classes_are_chunked_and_give_the_same_statistics(monkeypatch):
     assert max(len(c.entries) for c in small_b.plan.classes) == 1
     for name in ("w_sq", "dw_sq", "g_sq", "gw", "m_sq"):
         np.testing.assert_allclose(getattr(small, name), getattr(big, name), rtol=1e-12, err_msg=name)
+
+
+def test_statistics_carry_the_models_flops_per_token():
+    from lyactl_torch.flops import model_flops_per_token
+
+    model = tiny(n_layer=2)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    backend = L.TorchBackend(model, opt)
+    backend.observe_step(step(model, opt, 0))
+    before = backend.statistics().flops_per_token
+    assert before == model_flops_per_token(model) > 0
+    groups = backend.groups()
+    head = next(i for i, g in enumerate(groups) if g.kind is GroupKind.HEAD)
+    backend.apply(Event(0, 1, (Decision(1, groups[head].name, head, Action.PRUNE),)))
+    backend.observe_step(step(model, opt, 1))
+    after = backend.statistics().flops_per_token
+    assert after == model_flops_per_token(model) and after < before

@@ -17,6 +17,8 @@ before and after, CUDA memory allocated before/after (None off CUDA), seconds sp
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import time
 from typing import Any, Sequence
@@ -106,9 +108,10 @@ class TorchBackend:
         """Per-group statistics since the last call; one host sync."""
         interval = max(self.step - self.last_stats_step, 1)
         self.last_stats_step = self.step
-        return self.plan.statistics(self.optimizer, self.layout.pruned_mask(), step=self.step,
-                                    lr=float(self.current_lr()), loss=self.loss, interval=interval,
-                                    weight_decay=self.weight_decay())
+        stats = self.plan.statistics(self.optimizer, self.layout.pruned_mask(), step=self.step,
+                                     lr=float(self.current_lr()), loss=self.loss, interval=interval,
+                                     weight_decay=self.weight_decay())
+        return dataclasses.replace(stats, flops_per_token=model_flops_per_token(self.model, self.adapter))
 
     def set_penalty(self, strength: np.ndarray) -> None:
         self.prox.set_strength(strength)
