@@ -28,6 +28,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from typing import Callable
+
 import numpy as np
 
 from .errors import InvalidArgumentError, bad_arg
@@ -98,20 +100,23 @@ def pi_step(cfg: BudgetConfig, state: PIState, error: float, dt: int) -> PIState
     return PIState(integral, u)
 
 
-def cheapest_groups(score: np.ndarray, flops: np.ndarray, gap: float, eligible: np.ndarray,
-                    chosen: np.ndarray, cushion: float = 1.25, max_unit: float = 2.0) -> np.ndarray:
+def cheapest_groups(score: np.ndarray | Callable[[], np.ndarray], flops: np.ndarray, gap: float,
+                    eligible: np.ndarray, chosen: np.ndarray, cushion: float = 1.25,
+                    max_unit: float = 2.0) -> np.ndarray:
     """Top up ``chosen`` with the lowest-``score`` eligible groups until their FLOPs cover ``gap``.
 
     Sticky: groups already chosen (and still eligible) stay chosen, so the penalty keeps
     pushing the same groups. A group whose FLOPs exceed ``max_unit`` times what is still
     needed is passed over: one whole layer chosen for a small gap would overshoot the
     set-point by most of its size once it collapses and is pruned. One argsort over the
-    eligible groups, only when a top-up is needed. Returns a new boolean ``[n]`` mask.
+    eligible groups, only when a top-up is needed (``score`` may be a zero-argument callable,
+    then called only then). Returns a new boolean ``[n]`` mask.
     """
     mask = chosen & eligible
-    covered = float(flops[mask].sum())
+    covered = float(np.dot(flops, mask))
     if covered >= gap or gap <= 0:
         return mask
+    score = score() if callable(score) else score
     need = cushion * gap - covered
     pool = np.flatnonzero(eligible & ~mask & np.isfinite(score) & (flops > 0) & (flops <= max_unit * need))
     order = pool[np.lexsort((pool, score[pool]))]

@@ -339,9 +339,9 @@ class Controller:
         self.pi = pi_step(b, self.pi, error, dt)
         if self.pi.u <= 0 or stats.step < self.config.warmup_steps:
             return penalty
-        ok = eligible
-        score = np.abs(stats.gw) / self._flops_floor
-        self.chosen = cheapest_groups(score, self.flops_remove, max(error, 0.0) * self._dense_flops(), ok, self.chosen)
+        score = lambda: np.abs(stats.gw) / self._flops_floor  # noqa: E731  (only when topping up)
+        self.chosen = cheapest_groups(score, self.flops_remove, max(error, 0.0) * self._dense_flops(), eligible,
+                                      self.chosen)
         # lam_g = u sqrt(n_g): the proximal step then shrinks each coordinate by about
         # eta * u, on the scale of an Adam step (eta per coordinate), so u > 1 out-pushes the
         # optimizer and the group reaches exact zero; a bare u would not scale with the group.

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Protocol, runtime_checkable
 
 import numpy as np
@@ -106,15 +106,22 @@ class MonitorResult:
     numbers: Mapping[str, Any]
     inputs: Mapping[str, np.ndarray]
     columns: np.ndarray | None = None
+    _holds: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def holds(self, n_total: int | None = None) -> np.ndarray:
         """Boolean ``[m]``: margin finite and > 0 (NaN compares False: fail safe); with
-        ``n_total``, scattered to ``[n_total]`` (False for groups not seen)."""
-        ok = self.margin > 0
-        if n_total is None or self.columns is None:
-            return ok
-        out = np.zeros(n_total, bool)
-        out[self.columns] = ok
+        ``n_total``, scattered to ``[n_total]`` (False for groups not seen). Computed once per
+        ``n_total`` and shared: treat it as read-only."""
+        key = None if self.columns is None else n_total
+        out = self._holds.get(key)
+        if out is None:
+            ok = self.margin > 0
+            if key is not None:
+                out = np.zeros(n_total, bool)
+                out[self.columns] = ok
+            else:
+                out = ok
+            self._holds[key] = out
         return out
 
     def _local(self, i: int) -> int:
