@@ -186,7 +186,12 @@ class Condition(Protocol):
 
 @runtime_checkable
 class Monitor(Protocol):
-    """Anything that evaluates a certificate for all groups from a window."""
+    """Anything that evaluates a certificate for the groups of a window.
+
+    Column-wise: a group's margin depends on its own statistics and the per-report scalars
+    only. The controller evaluates HARMLESS and BOUNDED monitors on a
+    :class:`~lyactl.stats_window.ColumnWindow` of the groups where they can change a decision.
+    """
 
     name: str
     role: Role
