@@ -18,7 +18,6 @@ before and after, CUDA memory allocated before/after (None off CUDA), seconds sp
 from __future__ import annotations
 
 import dataclasses
-
 import math
 import time
 from typing import Any, Sequence

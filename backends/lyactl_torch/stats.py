@@ -52,16 +52,6 @@ class PlanEntry:
     members: tuple[tuple[int, torch.Tensor], ...]
     layer: int | None
     groups: frozenset[int]
-    member_groups: tuple[frozenset[int], ...] = ()
-
-    def restricted(self, keep: set[int]) -> PlanEntry | None:
-        """This entry with only the members (and layer) holding a group of ``keep``;
-        None when none does."""
-        mem = tuple((m, gs) for m, gs in zip(self.members, self.member_groups) if gs & keep)
-        layer = self.layer if self.layer in keep else None
-        if not mem and layer is None:
-            return None
-        return PlanEntry(self.param, tuple(m for m, _ in mem), layer, self.groups & keep, tuple(g for _, g in mem))
 
 
 def momentum_of(optimizer: torch.optim.Optimizer, p: nn.Parameter) -> torch.Tensor | None:
@@ -90,9 +80,8 @@ class ReductionPlan:
                 n = ug.numel()
                 gidx = ug.view(1, n, 1).expand(s.segments, n, s.width).reshape(-1).to(s.param.device)
                 entry = by_param.setdefault(id(s.param), (s.param, [], set()))
-                gs = frozenset(int(g) for g in ug.unique().tolist() if g < G)
-                entry[1].append(((s.dim, gidx), gs))
-                entry[2].update(gs)
+                entry[1].append((s.dim, gidx))
+                entry[2].update(int(g) for g in ug.unique().tolist() if g < G)
         layer_of: dict[int, int] = {}
         blocks = layout.adapter.blocks(layout.model)
         for pos, b in enumerate(layout.block_ids):
@@ -101,11 +90,11 @@ class ReductionPlan:
                 layer_of[id(p)] = g
                 by_param.setdefault(id(p), (p, [], set()))[2].add(g)
         self.entries = tuple(
-            PlanEntry(p, tuple(m for m, _ in mem), layer_of.get(key), frozenset(gs), tuple(g for _, g in mem))
+            PlanEntry(p, tuple(mem), layer_of.get(key), frozenset(gs))
             for key, (p, mem, gs) in by_param.items()
         )
         self.device = self.entries[0].param.device if self.entries else torch.device("cpu")
-        self.classes = _classes(self.entries, G, MAX_STACK)
+        self.classes = _classes(self.entries, MAX_STACK)
         self._prev: dict[int, torch.Tensor] | None = None  # built from the stacks on demand
         self._prev_stacks: list[torch.Tensor] | None = None  # per class, when prev came from them
         self.snapshot()
@@ -135,22 +124,6 @@ class ReductionPlan:
         if self._prev_stacks is not None:
             return self._prev_stacks[ci]
         return torch.stack([self._prev[id(e.param)] for e in self.classes[ci].entries])
-
-    def accumulate(self, out: torch.Tensor, e: PlanEntry, E: torch.Tensor, rows: list[int]) -> None:
-        """Add the reductions of ``E`` (``[len(rows), *p.shape]``) into ``out[rows]``."""
-        total = None
-        for dim, gidx in e.members:
-            other = [d + 1 for d in range(E.dim() - 1) if d != dim]
-            R = (E.sum(dim=other) if other else E).to(out.dtype)
-            total = R.sum(1) if total is None else total
-            if len(rows) == out.shape[0]:
-                out.index_add_(1, gidx, R)
-            else:
-                for j, row in enumerate(rows):
-                    out[row].index_add_(0, gidx, R[j])
-        if e.layer is not None:
-            total = E.reshape(len(rows), -1).sum(1).to(out.dtype) if total is None else total
-            out[rows, e.layer] += total
 
     def compute(self, optimizer: torch.optim.Optimizer) -> tuple[torch.Tensor, np.ndarray, np.ndarray, list]:
         """Device ``out[5, n_groups + 1]``, host masks ``has_g``, ``has_m`` and the stacked
@@ -247,7 +220,7 @@ large model's 32 copies of one matrix are split into a few stacks, not one that 
 the memory of the parameters it copies."""
 
 
-def _classes(entries: tuple[PlanEntry, ...], n_groups: int, max_stack: int = MAX_STACK) -> tuple[_Class, ...]:
+def _classes(entries: tuple[PlanEntry, ...], max_stack: int = MAX_STACK) -> tuple[_Class, ...]:
     """Partition ``entries`` by (shape, dtype, device, member dims, has a LAYER group), in
     chunks of at most ``max_stack`` elements (at least one parameter each)."""
     by_key: dict[tuple, list[PlanEntry]] = {}
