@@ -99,6 +99,10 @@ def main() -> dict:
     res = {"name": "stats_dispatch", "model": "GPT-2-small structure, d=24", "before_event": before, "penalty_step": penalty,
            "after_event": after, "cpus": os.cpu_count(), "torch": torch.__version__}
     out = Path(__file__).parent / "results" / "stats_dispatch.json"
+    if out.exists():  # the parent implementation's figures, recorded once by hand: keep them
+        old = json.loads(out.read_text()).get("previous_implementation")
+        if old is not None:
+            res["previous_implementation"] = old
     out.write_text(json.dumps(res, indent=2))
     return res
 
