@@ -114,15 +114,13 @@ def plan(preset: dict, stage: str, **paths: str) -> list[dict]:
         for arm in ("lyactl-arch-scratch", "small-dense", "dense-short"):
             jobs.append(_job(preset, arm, 0, dense, T, derive=arm, **need))
         # a replay runs on the seed of the lyactl run it replays (same init and data order as
-        # that run and as dense on that seed: fully paired). It follows the second seed:
-        # lyactl-s0's first event was once restored by the guard (docs/results.md), and a
-        # replay of applied events alone would not reproduce such a run
-        rseed = preset["seeds"][1] if len(preset["seeds"]) > 1 else preset["seeds"][0]
-        src = f"lyactl-s{rseed}"
-        rneed = {"needs": [src] if stage == "all" else [], "source": src}
-        for rule in ("random", "magnitude", "taylor"):
-            jobs.append(_job(preset, rule, rseed, dense, T, derive="replay",
-                             policy={"kind": "replay", "rule": rule, **preset["lyactl"]}, **rneed))
+        # that run and as dense on that seed: fully paired), for the first two seeds
+        for rseed in preset["seeds"][:2]:
+            src = f"lyactl-s{rseed}"
+            rneed = {"needs": [src] if stage == "all" else [], "source": src}
+            for rule in ("random", "magnitude", "taylor"):
+                jobs.append(_job(preset, rule, rseed, dense, T, derive="replay",
+                                 policy={"kind": "replay", "rule": rule, **preset["lyactl"]}, **rneed))
         jobs.append(_job(preset, "lyactl-budget25", 0, dense, T,
                          policy={"kind": "lyactl", **preset["lyactl"], "budget": 0.25}))
         # design change to try (docs/results.md): prune late, so most of training has the full

@@ -9,7 +9,6 @@ evaluation is timed apart and excluded.
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
@@ -50,8 +49,9 @@ def _derive(spec: dict, out: Path, vocab: int) -> dict:
     elif spec["derive"] == "dense-short":
         fpt = _fpt(spec, vocab, None, None)
         spec["steps"] = max(1, round(target / (fpt * tokens_per_step)))
-    elif spec["derive"] == "small-dense":
+    elif spec["derive"] == "small-dense":  # shape by FLOPs/token, then steps to lyactl's compute
         spec["model"] = _matching_dense(spec, vocab, target / (spec["steps"] * tokens_per_step))
+        spec["steps"] = max(1, round(target / (_fpt(spec, vocab, None, None) * tokens_per_step)))
     elif spec["derive"] == "replay":
         spec["schedule"] = src["events"]
     return spec
@@ -65,17 +65,17 @@ def _fpt(spec: dict, vocab: int, shapes, d) -> float:
 
 
 def _matching_dense(spec: dict, vocab: int, target_fpt: float) -> dict:
-    """The uniform (heads, MLP width) at the same d and depth whose FLOPs/token is closest
-    to ``target_fpt`` (heads in 1..n_head, MLP width in multiples of 128)."""
+    """The dense model of the same d and depth, heads and MLP shrunk together (MLP width per
+    head kept, rounded to 128), whose FLOPs/token is closest to ``target_fpt``.
+
+    Shrinking the two together keeps the model's proportions: an earlier rule took any
+    (heads, MLP) pair and chose 1 head beside a wide MLP, a degenerate baseline.
+    """
     base = spec["model"]
-    best, err = base, math.inf
-    for h in range(1, base["n_head"] + 1):
-        for m in range(128, base["mlp_hidden"] + 1, 128):
-            cand = base | {"n_head": h, "mlp_hidden": m}
-            e = abs(_fpt(spec | {"model": cand}, vocab, None, None) - target_fpt)
-            if e < err:
-                best, err = cand, e
-    return best
+    per_head = base["mlp_hidden"] / base["n_head"]
+    cands = [base | {"n_head": h, "mlp_hidden": max(128, 128 * round(h * per_head / 128))}
+             for h in range(1, base["n_head"] + 1)]
+    return min(cands, key=lambda c: abs(_fpt(spec | {"model": c}, vocab, None, None) - target_fpt))
 
 
 def _policy(spec: dict, model: GPT, opt: torch.optim.Optimizer):

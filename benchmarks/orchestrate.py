@@ -6,6 +6,11 @@ worker per device takes the next job whose needs are done (longest estimated cos
 runs ``python benchmarks/pretrain.py job SPEC --out DIR`` in a subprocess with
 ``CUDA_VISIBLE_DEVICES`` set to its device, and the result appears as ``DIR/<id>.json``.
 A failed job is recorded (its log kept) and jobs that need it are skipped, not the run.
+
+A device may be listed more than once (``["0", "0"]``): its workers then share that GPU, and
+each job's spec says so in ``"gpu_shared_by"`` so that its wall-clock is not read as a solo
+run's. ``min_start_s``: no job starts with less time than that left before the deadline (a job
+killed at the deadline is lost, one not started runs in the next call).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ __all__ = ["run_jobs"]
 
 
 def run_jobs(jobs: Sequence[dict], devices: Sequence[str], out: Path, timeout_s: float,
-             done: Sequence[str] = ()) -> dict[str, str]:
+             done: Sequence[str] = (), min_start_s: float = 0.0) -> dict[str, str]:
     """Run ``jobs`` on ``devices`` (e.g. ``["0", "1"]`` or ``["cpu"]``); ``done``: ids whose
     results already exist in ``out`` (their dependants may run). Returns id -> status."""
     out.mkdir(parents=True, exist_ok=True)
@@ -42,6 +47,8 @@ def run_jobs(jobs: Sequence[dict], devices: Sequence[str], out: Path, timeout_s:
                         status[j["id"]] = "skipped"
                 ready = [j for j in pending if status[j["id"]] == "pending"
                          and all(status.get(n) == "done" for n in j.get("needs", ()))]
+                if ready and deadline - time.monotonic() < min_start_s:
+                    return None
                 if ready:
                     job = max(ready, key=lambda j: j.get("cost", 1.0))
                     status[job["id"]] = "running"
@@ -54,6 +61,7 @@ def run_jobs(jobs: Sequence[dict], devices: Sequence[str], out: Path, timeout_s:
 
     def worker(device: str) -> None:
         while (job := next_job()) is not None:
+            job = job | {"gpu_shared_by": list(devices).count(device)} if device != "cpu" else job
             ok = _run_one(job, device, out, max(1.0, deadline - time.monotonic()))
             with lock:
                 status[job["id"]] = "done" if ok else "failed"

@@ -65,7 +65,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                         "args": ["--out", str(args.out / "surgery_h200.json")], "cost": 95.0, "needs": []})
     devices = args.devices.split(",")
     done = {j["id"] for j in jobs if (args.out / f"{j['id']}.json").exists()}
-    status = run_jobs([j for j in jobs if j["id"] not in done], devices, args.out, timeout_s=args.timeout, done=done)
+    status = run_jobs([j for j in jobs if j["id"] not in done], devices, args.out, timeout_s=args.timeout, done=done,
+                      min_start_s=args.min_start)
     print(json.dumps(status, indent=1))
     cmd_merge(argparse.Namespace(out=args.out, name=args.name, results=args.results, preset=args.preset))
     return 0 if all(s == "done" for s in status.values()) else 1
@@ -82,6 +83,8 @@ def cmd_job(args: argparse.Namespace) -> int:
         from job import run_job
 
         result = run_job(spec, Path(args.out))
+        if spec.get("gpu_shared_by", 1) > 1:  # wall-clock measured with other jobs on the same GPU
+            result["gpu_shared_by"] = spec["gpu_shared_by"]
     (Path(args.out) / f"{spec['id']}.json").write_text(json.dumps(result))
     return 0
 
@@ -111,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--results", type=Path, default=Path("benchmarks/results"))
     run.add_argument("--only", default="", help="comma-separated job ids or arm names")
     run.add_argument("--timeout", type=float, default=3600.0)
+    run.add_argument("--min-start", type=float, default=0.0,
+                     help="start no job with fewer seconds than this left before --timeout")
     run.add_argument("--bench", action="store_true", help="also run bench_surgery_gpu.py in the queue")
     run.set_defaults(fn=cmd_run)
     job = sub.add_parser("job", help="run one job spec (used by the orchestrator)")

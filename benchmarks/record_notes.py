@@ -4,6 +4,10 @@ A note names a record by its job id *and* the first 12 hex digits of the sha256 
 JSON file, so it stays attached to that exact run: a re-run writes a new record, which the
 note no longer matches. ``withdrawn`` records are left out of the arms, paired tests and
 summaries and listed apart with the reason; ``caveat`` records stay, with the text.
+
+Records superseded by a re-run (the replays that ran with a ReplayController defect, the
+lyactl-s0 run whose guard restored an event, and the arms derived from it) are kept in the
+job archive under ``superseded/``, which the merge does not read; docs/results.md says why.
 """
 
 from __future__ import annotations
@@ -13,17 +17,13 @@ from pathlib import Path
 
 __all__ = ["NOTES", "note_for"]
 
-_REPLAY_DEFECT = ("ran with a ReplayController defect (a removed layer's constraints blocked later choices): "
-                  "it cut 10% of the FLOPs instead of lyactl-s1's 41.8%, so it is not a matched baseline; "
-                  "fixed after the run (tests/test_baselines.py); the re-run follows lyactl-s1 on seed 1")
+_DEGENERATE_SMALL = ("its shape came from the old matching rule (any heads/MLP pair whose FLOPs fit), which "
+                     "chose 1 head of 64 dims beside an MLP of 2688: attention all but removed, not a sensible "
+                     "small dense model (it lands above the d512 frontier point that costs less); the rule now "
+                     "shrinks heads and MLP together (benchmarks/job.py:_matching_dense); not re-run yet")
 
 NOTES: dict[tuple[str, str], tuple[str, str]] = {
-    ("random-s0", "48313e9dd8af"): ("withdrawn", _REPLAY_DEFECT),
-    ("magnitude-s0", "4ae4835cac71"): ("withdrawn", _REPLAY_DEFECT),
-    ("taylor-s0", "940782b86ca7"): ("withdrawn", _REPLAY_DEFECT),
-    ("lyactl-s0", "3a19e33850af"): ("caveat", "the guard restored its first event (exactly-zero groups) at step "
-                                    "400 and the controller pruned again at step 450; exact events skip the guard "
-                                    "since (Controller._exact); not re-run yet"),
+    ("small-dense-s0", "31b24a9d4dec"): ("caveat", _DEGENERATE_SMALL),
 }
 """(job id, sha256[:12] of its record) -> ("withdrawn" | "caveat", text)."""
 

@@ -22,7 +22,7 @@ __all__ = ["merge", "seed_paired"]
 _KEEP = ("id", "arm", "seed", "model", "steps", "tokens", "n_params", "n_params_final", "final_shapes", "final_d",
          "frozen_prefix", "wall_s", "compile_s", "eval_s", "train_flops", "val_bpb", "val_bpb_by_source",
          "endings_acc_norm", "lambada_acc", "hellaswag_acc_norm", "mmlu_acc", "peak_mem_gib", "fpt", "gpu",
-         "n_events", "final_loss", "caveat")
+         "n_events", "final_loss", "caveat", "gpu_shared_by")
 
 
 def _load(out: Path) -> tuple[list[dict], list[dict]]:
@@ -77,9 +77,11 @@ def _summary(runs: list[dict]) -> dict:
         seeds = sorted(set(own) & set(dense))
         if not seeds:
             continue
+        solo = [s for s in seeds if own[s].get("gpu_shared_by", 1) == 1 and dense[s].get("gpu_shared_by", 1) == 1]
         out[arm] = {
             "seeds": seeds,
-            "wall_ratio": seed_paired([own[s]["wall_s"] for s in seeds], [dense[s]["wall_s"] for s in seeds]),
+            # a wall-clock measured while other jobs shared the GPU is not a training time
+            "wall_ratio": seed_paired([own[s]["wall_s"] for s in solo], [dense[s]["wall_s"] for s in solo]),
             "flops_ratio": seed_paired([own[s]["train_flops"] for s in seeds], [dense[s]["train_flops"] for s in seeds]),
             "val_bpb": seed_paired([own[s]["val_bpb"] for s in seeds], [dense[s]["val_bpb"] for s in seeds]),
         }

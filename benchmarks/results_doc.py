@@ -14,7 +14,7 @@ import json
 import math
 from pathlib import Path
 
-__all__ = ["table", "plot", "main"]
+__all__ = ["table", "paired_table", "source_table", "plot", "main"]
 
 _COLS = ("arm", "seed", "model", "tokens", "train_flops", "wall_s", "compile_s", "val_bpb", "endings_acc_norm",
          "lambada_acc", "hellaswag_acc_norm", "mmlu_acc", "n_events", "peak_mem_gib")
@@ -31,6 +31,8 @@ def _fmt(key: str, v) -> str:
         return f"{v / 1e6:.1f} M"
     if key == "peak_mem_gib":
         return " / ".join(f"{m:.1f}" for _, m in v) if isinstance(v, list) else f"{v:.1f}"
+    if key.endswith("_s"):
+        return f"{v:.1f}"
     if isinstance(v, float):
         return f"{v:.4f}" if v < 10 else f"{v:.1f}"
     return str(v)
@@ -45,13 +47,48 @@ def table(res: dict) -> str:
         cells = [_fmt(k, a.get(k)) for k in _COLS]
         if a.get("caveat"):
             cells[0] += " (*)"
+        if a.get("gpu_shared_by", 1) > 1:
+            cells[_COLS.index("wall_s")] += " †"
         out.append("| " + " | ".join(cells) + " |")
     notes = [f"(*) {a['id']}: {a['caveat']}." for a in rows if a.get("caveat")]
     gone = [f"* {w['id']} (val_bpb {_fmt('val_bpb', w.get('val_bpb'))}): {w['reason']}." for w in res.get("withdrawn", [])]
+    if any(a.get("gpu_shared_by", 1) > 1 for a in rows):
+        notes.append("† wall-clock measured with other jobs on the same GPU (not a training time; left out of "
+                     "every wall-clock ratio).")
     if notes:
         out += [""] + notes
     if gone:
         out += ["", "Withdrawn records (kept in the job archive, left out of every table and test):", ""] + gone
+    return "\n".join(out)
+
+
+_TASKS = (("endings", "acc_norm"), ("lambada", "acc"), ("hellaswag", "acc_norm"), ("mmlu5", "acc"))
+
+
+def paired_table(res: dict) -> str:
+    """Each run against dense on its seed: bits-per-byte difference with its paired bootstrap
+    interval, accuracy differences with the exact McNemar p-value."""
+    out = ["| run | vs | val bpb diff [95 % CI] | endings acc_norm | LAMBADA acc | HellaSwag acc_norm | MMLU 5-shot acc |",
+           "|---|---|---|---|---|---|---|"]
+    for p in sorted(res["paired"], key=lambda p: p["id"]):
+        b = p["tests"]["bpb"]["bpb"]
+        cells = [p["id"], p["vs"], f"{b['diff']:+.4f} [{b['ci_low']:+.4f}, {b['ci_high']:+.4f}]"]
+        for task, metric in _TASKS:
+            t = p["tests"].get(task, {}).get(metric)
+            cells.append("-" if t is None else f"{t['diff']:+.4f} (p={t['p_mcnemar']:.2f})")
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def source_table(res: dict) -> str:
+    """Validation bits per byte per source, the mean over each arm's seeds (frontier left out)."""
+    arms = [a for a in res["arms"] if a["arm"] != "frontier" and a.get("val_bpb_by_source")]
+    srcs = sorted({k for a in arms for k in a["val_bpb_by_source"]})
+    out = ["| arm (seeds) | " + " | ".join(srcs) + " |", "|" + "---|" * (len(srcs) + 1)]
+    for arm in sorted({a["arm"] for a in arms}, key=lambda x: (x != "dense", x != "lyactl", x)):
+        runs = [a for a in arms if a["arm"] == arm]
+        mean = [sum(a["val_bpb_by_source"][k] for a in runs) / len(runs) for k in srcs]
+        out.append(f"| {arm} ({len(runs)}) | " + " | ".join(f"{m:.4f}" for m in mean) + " |")
     return "\n".join(out)
 
 
@@ -95,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plot", type=Path, default=None)
     args = ap.parse_args(argv)
     res = json.loads(args.results.read_text())
-    print(table(res))
+    print(table(res), paired_table(res), source_table(res), sep="\n\n")
     if args.plot:
         plot(res, args.plot)
     return 0

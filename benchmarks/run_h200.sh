@@ -5,6 +5,8 @@
 # or all. Needs ../shared/data (or .data) with corpus/ and eval/; python-control importable
 # (a wheel in .whl/ is installed to /tmp/site if present). Job results go to /tmp/lyactl-run
 # (kept between stages), the merged results to OUT_DIR/pretrain_h200.json.
+# Optional: LYACTL_TIMEOUT (s for all jobs), LYACTL_MIN_START (start no job with less left),
+# LYACTL_ONLY (job ids or arms); DEVICES may repeat an id ("0,0") to share one GPU.
 set -uo pipefail
 stage=${1:-all}; out=${2:-benchmarks/results}; devices=${3:-$(python3 -c "import torch; print(','.join(map(str, range(torch.cuda.device_count()))))")}
 if ls .whl/*.whl >/dev/null 2>&1; then
@@ -16,7 +18,8 @@ run=/tmp/lyactl-run; mkdir -p "$run"
 [ -d .runs/h200 ] && cp -n .runs/h200/*.json "$run"/ 2>/dev/null
 bench=""; [ "$stage" != 2 ] && bench="--bench"
 python3 benchmarks/pretrain.py run --preset h200 --stage "$stage" $bench --data "$data" --devices "$devices" \
-  --out "$run" --name pretrain_h200 --results "$out" --timeout "${LYACTL_TIMEOUT:-3000}" 2>&1 | tee "$out/run_stage$stage.log" | grep -v "^ "
+  --out "$run" --name pretrain_h200 --results "$out" --timeout "${LYACTL_TIMEOUT:-3000}" \
+  --min-start "${LYACTL_MIN_START:-0}" ${LYACTL_ONLY:+--only "$LYACTL_ONLY"} 2>&1 | tee "$out/run_stage$stage.log" | grep -v "^ "
 cp "$run"/surgery_h200.json "$out"/ 2>/dev/null
 tar czf "$out/jobs_stage$stage.tgz" -C "$run" --exclude work --exclude '*.spec.json' .
 for f in "$run"/*.log; do grep -qE "Traceback" "$f" && { echo "== $f"; grep -E "Error|Traceback" -A3 "$f" | tail -6; }; done

@@ -37,8 +37,9 @@ def test_frontier_has_four_sizes_and_two_budgets():
 def test_replays_run_on_the_seed_of_the_run_they_replay():
     jobs = {j["id"]: j for j in _jobs()}
     for rule in ("random", "magnitude", "taylor"):
-        j = next(v for v in jobs.values() if v["arm"] == rule)
-        assert j["source"] == f"lyactl-s{j['seed']}" and j["needs"] == [j["source"]] and j["source"] in jobs
+        for j in (v for v in jobs.values() if v["arm"] == rule):
+            assert j["source"] == f"lyactl-s{j['seed']}" and j["needs"] == [j["source"]] and j["source"] in jobs
+        assert len({v["seed"] for v in jobs.values() if v["arm"] == rule}) >= 2
 
 
 def test_the_late_arm_decides_only_in_its_window():

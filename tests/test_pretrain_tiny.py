@@ -47,7 +47,7 @@ def test_derived_arms_match_lyactls_compute(results):
     by = {a["arm"]: a for a in results["arms"] if a["seed"] == 0}
     target = by["lyactl"]["train_flops"]
     # step granularity: within one step's FLOPs of lyactl's total
-    for arm in ("lyactl-arch-scratch", "dense-short"):
+    for arm in ("lyactl-arch-scratch", "dense-short", "small-dense"):
         step = by[arm]["train_flops"] / by[arm]["steps"]
         assert abs(by[arm]["train_flops"] - target) <= step, arm
     assert by["dense"]["train_flops"] >= target
@@ -59,3 +59,24 @@ def test_paired_tests_against_dense(results):
     for p in results["paired"]:
         b = p["tests"]["bpb"]["bpb"]
         assert b["ci_low"] <= b["diff"] <= b["ci_high"]
+
+
+@pytest.mark.parametrize("frac", [0.35, 0.5, 0.6, 0.8])
+def test_small_dense_keeps_the_models_proportions(frac):
+    """The small-dense arm shrinks heads and MLP together (an earlier rule picked 1 head beside a
+    wide MLP) and its FLOPs/token is the family member's nearest to the target."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from arms import PRESETS, plan
+    from job import _fpt, _matching_dense
+
+    spec = next(j for j in plan(PRESETS["h200"], "all", work="w", data="d", out="o") if j["arm"] == "small-dense")
+    full = _fpt(spec, 8192, None, None)
+    m = _matching_dense(spec, 8192, frac * full)
+    base = spec["model"]
+    assert m["d_model"] == base["d_model"] and m["n_layer"] == base["n_layer"]
+    assert abs(m["mlp_hidden"] / m["n_head"] - base["mlp_hidden"] / base["n_head"]) <= 64 / m["n_head"] + 1e-9
+    got = _fpt(spec | {"model": m}, 8192, None, None)
+    for h in (m["n_head"] - 1, m["n_head"] + 1):  # its neighbours in the family are no closer
+        if 1 <= h <= base["n_head"]:
+            nb = base | {"n_head": h, "mlp_hidden": 128 * round(h * base["mlp_hidden"] / base["n_head"] / 128)}
+            assert abs(got - frac * full) <= abs(_fpt(spec | {"model": nb}, 8192, None, None) - frac * full)

@@ -42,8 +42,10 @@ def test_withdrawn_records_are_left_out_and_caveats_kept(tmp_path, monkeypatch):
 
 def test_the_committed_results_match_their_notes():
     """benchmarks/results/pretrain_h200.json was merged with the current notes: no withdrawn
-    record among its arms."""
+    record among its arms, and every caveat on the record it names."""
     res = json.loads((Path(_BENCH) / "results" / "pretrain_h200.json").read_text())
     withdrawn = {k[0] for k, v in record_notes.NOTES.items() if v[0] == "withdrawn"}
     assert withdrawn == {w["id"] for w in res["withdrawn"]}
     assert not withdrawn & {a["id"] for a in res["arms"]}
+    caveats = {k[0]: v[1] for k, v in record_notes.NOTES.items() if v[0] == "caveat"}
+    assert caveats == {a["id"]: a["caveat"] for a in res["arms"] if a.get("caveat")}
