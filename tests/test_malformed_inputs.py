@@ -5,7 +5,6 @@ prefix of a real checkpoint, and random bytes, make ``lyactl_torch.load`` raise 
 CheckpointError naming the file.
 """
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from lyactl.errors import InvalidArgumentError, ShapeError  # noqa: E402
-from lyactl.groups import Action, Decision, Event, GroupKind  # noqa: E402
+from lyactl.groups import Action, Decision, Event  # noqa: E402
 from lyactl.protocol import Backend  # noqa: E402
 from test_torch_groups import tiny  # noqa: E402
 

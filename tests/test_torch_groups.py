@@ -30,7 +30,7 @@ def reference_masks(model, layout):
     """``{group index: {param name: bool mask}}`` written by hand from the GPT layout
     (original shapes only: use on an unpruned model)."""
     cfg = model.config
-    hd, d = cfg.head_dim, cfg.d_model
+    hd = cfg.head_dim
     out = {}
     named = dict(model.named_parameters(remove_duplicate=False))
     for gi, (g, ref) in enumerate(zip(layout.groups, layout.refs)):

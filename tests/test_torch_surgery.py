@@ -42,7 +42,6 @@ def pick(layout, kind, k=1, layer=0):
 
 def cut(layout, opt, gis):
     """Apply prunes for group indices (one axis per call) and return the records."""
-    recs = []
     refs = [layout.refs[i] for i in gis]
     if refs[0].axis is None:
         return [remove_layer(layout, opt, r.layer) for r in refs]

@@ -7,7 +7,6 @@ simulation or summation); ``tests/test_theory_monitors.py`` asserts they agree.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import sympy as sp
