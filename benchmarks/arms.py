@@ -17,14 +17,19 @@ Arms (names are fixed by the results schema):
   groups of each kind, same frozen prefix) with groups chosen by that rule, no certificates.
 
 Stage-2 arms derive from lyactl's seed-0 run and run on seed 0, except the replays, which
-follow lyactl's seed-1 run on seed 1.
+follow the lyactl run of their own seed (seeds 0 and 1).
+
+With ``torch.compile``, :func:`with_warmup` puts a short untimed job per starting shape ahead
+of the timed ones, so that every arm's first compilation finds the inductor cache warm: what is
+left in ``compile_s`` is then an arm's own recompilation (lyactl's after an event), not the
+luck of which job filled the cache first.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["PRESETS", "plan"]
+__all__ = ["PRESETS", "plan", "with_warmup"]
 
 _ROOT = Path(__file__).resolve().parent
 
@@ -48,7 +53,10 @@ PRESETS: dict[str, dict] = {
         "device": "cuda", "bf16": True, "compile": True,
         "dense": {"d_model": 768, "n_layer": 8, "n_head": 12, "mlp_hidden": 3072},
         "seeds": (0, 1, 2),
-        "frontier": ((256, 4, 4, 1024), (384, 6, 6, 1536), (512, 8, 8, 2048), (768, 8, 12, 3072)),
+        # the last two bracket lyactl's compute (0.60 of dense) with the dense model's width
+        # and fewer blocks, and with narrower blocks and one fewer (0.66 and 0.64 of dense)
+        "frontier": ((256, 4, 4, 1024), (384, 6, 6, 1536), (512, 8, 8, 2048), (768, 8, 12, 3072),
+                     (768, 5, 12, 3072), (640, 7, 10, 2560)),
         "frontier_tokens": (88_000_000, 44_000_000),
         "frontier_short": ((512, 8, 8, 2048), (768, 8, 12, 3072)),  # sizes also run at the 2nd budget
         "lyactl": _LYACTL,
@@ -134,6 +142,28 @@ def plan(preset: dict, stage: str, **paths: str) -> list[dict]:
     for j in jobs:
         j.update(common, **paths)
     return jobs
+
+_DERIVED_SHAPE = ("lyactl-arch-scratch", "small-dense")  # starting shape known only at run time
+
+
+def with_warmup(jobs: list[dict]) -> list[dict]:
+    """``jobs`` with, when they compile, one untimed 3-step job per starting shape that each job
+    of that shape needs (id ``warm-...``, arm "warm"). Jobs whose shape is derived at run time
+    from another job compile cold; their records say so (no ``warmed`` flag)."""
+    warm: dict[str, dict] = {}
+    out = []
+    for j in jobs:
+        if not j.get("compile") or j.get("derive") in _DERIVED_SHAPE:
+            out.append(j)
+            continue
+        m = j["model"]
+        wid = f"warm-d{m['d_model']}-L{m['n_layer']}-H{m['n_head']}-M{m['mlp_hidden']}"
+        warm.setdefault(wid, j | {"id": wid, "arm": "warm", "seed": 0, "steps": 3, "warmup": 1, "policy": None,
+                                  "derive": None, "needs": [], "cost": 1000.0,
+                                  "eval": j["eval"] | {"tasks": []}})
+        out.append(j | {"needs": list(j.get("needs", [])) + [wid], "warmed": True})
+    return list(warm.values()) + out
+
 
 # A few minutes on one GPU: the whole pipeline (compile, events, recompiles, every eval task)
 # at the h200 sizes, on 4 M tokens; for checking a machine before the real runs.

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from arms import PRESETS, plan  # noqa: E402
+from arms import PRESETS, plan, with_warmup  # noqa: E402
 from orchestrate import run_jobs  # noqa: E402
 
 __all__ = ["main"]
@@ -64,9 +64,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         jobs.insert(0, {"id": "bench-surgery", "arm": "bench", "script": "bench_surgery_gpu",
                         "args": ["--out", str(args.out / "surgery_h200.json")], "cost": 95.0, "needs": []})
     devices = args.devices.split(",")
+    for p in args.out.glob("warm-*.json"):  # the cache they warmed may be gone (a fresh machine)
+        p.unlink()
     done = {j["id"] for j in jobs if (args.out / f"{j['id']}.json").exists()}
-    status = run_jobs([j for j in jobs if j["id"] not in done], devices, args.out, timeout_s=args.timeout, done=done,
-                      min_start_s=args.min_start)
+    todo = with_warmup([j for j in jobs if j["id"] not in done])
+    status = run_jobs(todo, devices, args.out, timeout_s=args.timeout, done=done, min_start_s=args.min_start)
     print(json.dumps(status, indent=1))
     cmd_merge(argparse.Namespace(out=args.out, name=args.name, results=args.results, preset=args.preset))
     return 0 if all(s == "done" for s in status.values()) else 1
@@ -83,6 +85,8 @@ def cmd_job(args: argparse.Namespace) -> int:
         from job import run_job
 
         result = run_job(spec, Path(args.out))
+        if spec.get("warmed"):  # its starting shape was compiled by a warm-up job first
+            result["warmed"] = True
         if spec.get("gpu_shared_by", 1) > 1:  # wall-clock measured with other jobs on the same GPU
             result["gpu_shared_by"] = spec["gpu_shared_by"]
     (Path(args.out) / f"{spec['id']}.json").write_text(json.dumps(result))

@@ -22,7 +22,7 @@ __all__ = ["merge", "seed_paired"]
 _KEEP = ("id", "arm", "seed", "model", "steps", "tokens", "n_params", "n_params_final", "final_shapes", "final_d",
          "frozen_prefix", "wall_s", "compile_s", "eval_s", "train_flops", "val_bpb", "val_bpb_by_source",
          "endings_acc_norm", "lambada_acc", "hellaswag_acc_norm", "mmlu_acc", "peak_mem_gib", "fpt", "gpu",
-         "n_events", "final_loss", "caveat", "gpu_shared_by")
+         "n_events", "final_loss", "caveat", "gpu_shared_by", "warmed")
 
 
 def _load(out: Path) -> tuple[list[dict], list[dict]]:
@@ -94,7 +94,7 @@ def _summary(runs: list[dict]) -> dict:
 def merge(out: Path, name: str, preset: str) -> dict:
     """Read ``out/*.json`` job results; return the results document."""
     runs, withdrawn = _load(out)
-    runs = [r for r in runs if r.get("arm") != "bench"]
+    runs = [r for r in runs if r.get("arm") not in ("bench", "warm")]
     for r in runs:
         r["n_events"] = len(r.get("events", []))
         r["final_loss"] = r["losses"][-1][1] if r.get("losses") else None

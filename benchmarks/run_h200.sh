@@ -21,6 +21,6 @@ python3 benchmarks/pretrain.py run --preset h200 --stage "$stage" $bench --data 
   --out "$run" --name pretrain_h200 --results "$out" --timeout "${LYACTL_TIMEOUT:-3000}" \
   --min-start "${LYACTL_MIN_START:-0}" ${LYACTL_ONLY:+--only "$LYACTL_ONLY"} 2>&1 | tee "$out/run_stage$stage.log" | grep -v "^ "
 cp "$run"/surgery_h200.json "$out"/ 2>/dev/null
-tar czf "$out/jobs_stage$stage.tgz" -C "$run" --exclude work --exclude '*.spec.json' .
+tar czf "$out/jobs_stage$stage.tgz" -C "$run" --exclude work --exclude '*.spec.json' --exclude 'warm-*' .
 for f in "$run"/*.log; do grep -qE "Traceback" "$f" && { echo "== $f"; grep -E "Error|Traceback" -A3 "$f" | tail -6; }; done
 exit 0

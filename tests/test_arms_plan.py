@@ -47,3 +47,28 @@ def test_the_late_arm_decides_only_in_its_window():
     pol = late["policy"]
     assert pol["kind"] == "lyactl" and 0 < pol["warmup_frac"] < pol["last_frac"] < 1 and 0 < pol["budget"] < 1
     assert pol["warmup_frac"] > PRESETS["h200"]["lyactl"]["warmup_frac"]
+
+
+def test_every_static_starting_shape_is_warmed_once():
+    from arms import with_warmup
+
+    jobs = with_warmup(_jobs())
+    warm = {j["id"]: j for j in jobs if j["arm"] == "warm"}
+    timed = [j for j in jobs if j["arm"] != "warm"]
+    shapes = {tuple(j["model"].values()) for j in timed if j.get("derive") not in ("lyactl-arch-scratch", "small-dense")}
+    assert {tuple(w["model"].values()) for w in warm.values()} == shapes and len(warm) == len(shapes)
+    for j in timed:
+        mine = [n for n in j["needs"] if n in warm]
+        if j.get("derive") in ("lyactl-arch-scratch", "small-dense"):
+            assert mine == [] and not j.get("warmed")
+        else:
+            assert len(mine) == 1 and warm[mine[0]]["model"] == j["model"] and j["warmed"]
+    for w in warm.values():
+        assert w["steps"] <= 3 and w["eval"]["tasks"] == [] and w["policy"] is None and w["needs"] == []
+
+
+def test_no_warmup_without_compilation():
+    from arms import with_warmup
+
+    jobs = _jobs("tiny")
+    assert with_warmup(jobs) == jobs

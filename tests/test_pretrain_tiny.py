@@ -80,3 +80,25 @@ def test_small_dense_keeps_the_models_proportions(frac):
         if 1 <= h <= base["n_head"]:
             nb = base | {"n_head": h, "mlp_hidden": 128 * round(h * base["mlp_hidden"] / base["n_head"] / 128)}
             assert abs(got - frac * full) <= abs(_fpt(spec | {"model": nb}, 8192, None, None) - frac * full)
+
+
+def test_a_warmup_job_trains_a_few_steps_and_is_left_out_of_the_merge(tmp_path):
+    """A warm-up spec (what ``with_warmup`` makes when the preset compiles) runs through the job
+    runner: 3 steps, no evaluation, and the merge does not count it as an arm."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import pretrain
+    from arms import PRESETS, plan, with_warmup
+    from report import merge
+
+    preset = PRESETS["tiny"]
+    work = pretrain._prepare(ROOT / "backends" / "lyactl_torch" / "data" / "demo_corpus", preset, tmp_path / "work")
+    jobs = plan(preset, "1", work=str(work), data=str(ROOT / "tests" / "fixtures" / "data"), out=str(tmp_path))
+    dense = next(j for j in jobs if j["arm"] == "dense")
+    warm = with_warmup([dense | {"compile": True}])[0]
+    assert warm["arm"] == "warm"
+    spec = tmp_path / "warm.spec.json"
+    spec.write_text(json.dumps(warm | {"compile": False}))  # the runner's path, without a CPU compile
+    assert pretrain.main(["job", str(spec), "--out", str(tmp_path)]) == 0
+    rec = json.loads((tmp_path / f"{warm['id']}.json").read_text())
+    assert rec["steps"] == 3 and rec["val_bpb"] is None
+    assert merge(tmp_path, "t", "tiny")["arms"] == []
