@@ -2,7 +2,7 @@
 
 Schema (docs/results.md): ``{"name", "gpu", "tokens", "arms": [{"arm", "seed", "wall_s",
 "train_flops", "val_bpb", "hellaswag_acc_norm", "mmlu_acc", ...}], "paired": [...],
-"summary": {...}}``. Per-item evaluation scores are used here for the paired tests against
+"paired_vs_lyactl": [...], "summary": {...}}``. Per-item evaluation scores are used here for the paired tests against
 "dense" on the same seed (paired bootstrap over documents / items, exact McNemar) and then
 left out of the file, which would otherwise be tens of MB.
 """
@@ -55,17 +55,19 @@ def seed_paired(a: list[float], b: list[float]) -> dict:
     return {"mean_rel": mean, "ci_low": mean - half, "ci_high": mean + half, "n": n}
 
 
-def _paired_items(runs: list[dict]) -> list[dict]:
+def _paired_items(runs: list[dict], ref_arm: str = "dense") -> list[dict]:
+    """Each run (other than ``ref_arm``'s and dense's) against the ``ref_arm`` run of its seed,
+    item by item (:func:`lyactl_torch.evaluate.compare`)."""
     from lyactl_torch.evaluate import compare
 
-    dense = {r["seed"]: r for r in runs if r["arm"] == "dense"}
+    ref = {r["seed"]: r for r in runs if r["arm"] == ref_arm}
     rows = []
     for r in runs:
-        ref = dense.get(r["seed"])
-        if r["arm"] == "dense" or ref is None or "eval" not in r or "eval" not in ref:
+        other = ref.get(r["seed"])
+        if r["arm"] in (ref_arm, "dense") or other is None or "eval" not in r or "eval" not in other:
             continue
-        cmp = compare({"tasks": r["eval"]}, {"tasks": ref["eval"]})
-        rows.append({"arm": r["arm"], "id": r["id"], "seed": r["seed"], "vs": ref["id"], "tests": cmp})
+        cmp = compare({"tasks": r["eval"]}, {"tasks": other["eval"]})
+        rows.append({"arm": r["arm"], "id": r["id"], "seed": r["seed"], "vs": other["id"], "tests": cmp})
     return rows
 
 
@@ -108,6 +110,7 @@ def merge(out: Path, name: str, preset: str) -> dict:
         "tokens": dense[0]["tokens"] if dense else None,
         "arms": arms,
         "paired": _paired_items(runs),
+        "paired_vs_lyactl": [p for p in _paired_items(runs, "lyactl") if p["arm"] != "frontier"],
         "summary": _summary(runs),
         "events": decisions,
         "withdrawn": withdrawn,

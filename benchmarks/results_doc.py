@@ -65,12 +65,13 @@ def table(res: dict) -> str:
 _TASKS = (("endings", "acc_norm"), ("lambada", "acc"), ("hellaswag", "acc_norm"), ("mmlu5", "acc"))
 
 
-def paired_table(res: dict) -> str:
-    """Each run against dense on its seed: bits-per-byte difference with its paired bootstrap
-    interval, accuracy differences with the exact McNemar p-value."""
+def paired_table(res: dict, key: str = "paired") -> str:
+    """Each run against dense (``key="paired"``) or lyactl (``"paired_vs_lyactl"``) on its
+    seed: bits-per-byte difference with its paired bootstrap interval, accuracy differences
+    with the exact McNemar p-value."""
     out = ["| run | vs | val bpb diff [95 % CI] | endings acc_norm | LAMBADA acc | HellaSwag acc_norm | MMLU 5-shot acc |",
            "|---|---|---|---|---|---|---|"]
-    for p in sorted(res["paired"], key=lambda p: p["id"]):
+    for p in sorted(res.get(key, []), key=lambda p: p["id"]):
         b = p["tests"]["bpb"]["bpb"]
         cells = [p["id"], p["vs"], f"{b['diff']:+.4f} [{b['ci_low']:+.4f}, {b['ci_high']:+.4f}]"]
         for task, metric in _TASKS:
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plot", type=Path, default=None)
     args = ap.parse_args(argv)
     res = json.loads(args.results.read_text())
-    print(table(res), paired_table(res), source_table(res), sep="\n\n")
+    print(table(res), paired_table(res), paired_table(res, "paired_vs_lyactl"), source_table(res), sep="\n\n")
     if args.plot:
         plot(res, args.plot)
     return 0

@@ -56,6 +56,9 @@ def test_derived_arms_match_lyactls_compute(results):
 def test_paired_tests_against_dense(results):
     ids = {p["id"] for p in results["paired"]}
     assert "lyactl-s0" in ids
+    vs = {p["id"]: p["vs"] for p in results["paired_vs_lyactl"]}
+    assert {vs[f"{r}-s0"] for r in ("random", "magnitude", "taylor")} == {"lyactl-s0"}
+    assert not {p["arm"] for p in results["paired_vs_lyactl"]} & {"dense", "lyactl", "frontier"}
     for p in results["paired"]:
         b = p["tests"]["bpb"]["bpb"]
         assert b["ci_low"] <= b["diff"] <= b["ci_high"]
