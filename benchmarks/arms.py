@@ -13,6 +13,8 @@ Arms (names are fixed by the results schema):
 * ``dense-short``: the dense model for fewer steps, cosine schedule refit, lyactl's FLOPs;
 * ``lyactl-late`` (a design change under test): decisions only between 40 % and 70 % of
   training, budget 0.20;
+* ``lyactl-gradual`` (the next design change under test): the same budget reached by a cubic
+  ramp of the set-point between 3 % and 30 % of training (several smaller cuts instead of one);
 * ``random``, ``magnitude``, ``taylor``: lyactl's event schedule (same steps, same number of
   groups of each kind, same frozen prefix) with groups chosen by that rule, no certificates.
 
@@ -61,6 +63,7 @@ PRESETS: dict[str, dict] = {
         "frontier_short": ((512, 8, 8, 2048), (768, 8, 12, 3072)),  # sizes also run at the 2nd budget
         "lyactl": _LYACTL,
         "late": {"warmup_frac": 0.40, "last_frac": 0.70, "budget": 0.20},
+        "gradual": {"ramp_end_frac": 0.30, "min_steps_between_events": 200},
         "freeze": {"start_frac": 0.5, "end_frac": 0.9, "layers": 4},
         "eval": {"tasks": ["bpb", "endings", "lambada", "hellaswag", "mmlu5"], "batch_size": 64,
                  "limits": {"mmlu5": 20}},
@@ -74,6 +77,7 @@ PRESETS: dict[str, dict] = {
         "frontier": ((32, 1, 1, 128), (64, 2, 2, 256)),
         "frontier_tokens": (4 * 256 * 40, 4 * 256 * 20),
         "lyactl": _LYACTL | {"interval": 5, "min_steps_between_events": 10, "warmup_frac": 0.1},
+        "gradual": {"ramp_end_frac": 0.5, "min_steps_between_events": 5},
         "freeze": {"start_frac": 0.5, "end_frac": 0.9, "layers": 1},
         "eval": {"tasks": ["bpb", "endings", "hellaswag"], "batch_size": 8, "limits": {"endings": 8, "bpb": 2}},
     },
@@ -81,7 +85,7 @@ PRESETS: dict[str, dict] = {
 
 
 _PRIORITY = {"lyactl-s0": 100, "dense-s0": 99, "lyactl-arch-scratch": 90, "small-dense": 90, "dense-short": 90,
-             "random": 89, "magnitude": 89, "taylor": 89, "lyactl-budget25": 85, "lyactl-late": 84, "lyactl-s1": 80, "dense-s1": 80, "lyactl-s2": 70,
+             "random": 89, "magnitude": 89, "taylor": 89, "lyactl-budget25": 85, "lyactl-late": 84, "lyactl-gradual": 84, "lyactl-s1": 80, "dense-s1": 80, "lyactl-s2": 70,
              "dense-s2": 70, "freeze": 60, "frontier": 50}
 
 
@@ -136,6 +140,10 @@ def plan(preset: dict, stage: str, **paths: str) -> list[dict]:
         if "late" in preset:
             jobs.append(_job(preset, "lyactl-late", 0, dense, T, policy={"kind": "lyactl", **preset["lyactl"],
                                                                           **preset["late"]}))
+        # design change 1 (docs/results.md): the same saving in several smaller cuts
+        if "gradual" in preset:
+            jobs.append(_job(preset, "lyactl-gradual", 0, dense, T, policy={"kind": "lyactl", **preset["lyactl"],
+                                                                             **preset["gradual"]}))
     for j in jobs:  # queue priority: what unblocks or anchors the comparison first
         j["cost"] = _PRIORITY.get(j["id"], _PRIORITY.get(j["arm"], 0)) + j["cost"] * 1e-12
     common = {k: preset[k] for k in ("seq_len", "batch", "lr", "warmup", "device", "bf16", "compile", "vocab", "eval")}

@@ -6,14 +6,18 @@ tokens) with a 2-block model, d=128, 4 heads of 32, MLP 512 (the demo's 4 blocks
 oversized here: ``benchmarks/demo_regime.py``). The dense frontier: the same depth and
 width with fewer heads and a narrower MLP (heads of 32 kept: 4/512, 3/384, 2/256), which is
 what lyactl's head and MLP-block pruning produces. Then lyactl as in the demo (budget 0.3,
-decisions between 25 % and 80 % of training) and lyactl-late (budget 0.2, decisions between
-40 % and 70 %), seeds 0 and 1, validation bits per byte against training FLOPs. Toy scale on
+decisions between 25 % and 80 % of training), lyactl-late (budget 0.2, decisions between
+40 % and 70 %) and lyactl-gradual (lyactl's budget reached by a cubic ramp of the set-point
+from 25 % to 50 % of training), seeds 0 and 1, validation bits per byte against training
+FLOPs. Toy scale on
 CPU: a pointer for the GPU runs, not a substitute. Writes
 ``benchmarks/results/cpu_regime_study.json``; about 5 minutes on two cores.
+``--arms a,b`` runs only those arms and merges them into the existing file.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import tempfile
@@ -37,6 +41,8 @@ def _arms():
     arms["lyactl"] = (start, True)
     arms["lyactl-late"] = (dataclasses.replace(start, controller=dataclasses.replace(
         start.controller, budget=0.2, warmup_frac=0.4, last_frac=0.7)), True)
+    arms["lyactl-gradual"] = (dataclasses.replace(start, controller=dataclasses.replace(
+        start.controller, ramp_end_frac=0.5)), True)
     return arms
 
 
@@ -47,13 +53,20 @@ def _frontier_bpb(rows: list[dict], seed: int, flops: float) -> float:
     return float(np.interp(np.log(flops), x, y))
 
 
-def main() -> dict:
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arms", default="", help="comma-separated arms to (re-)run; the rest are kept from the file")
+    args = ap.parse_args(argv)
+    path = Path(__file__).parent / "results" / "cpu_regime_study.json"
+    only = set(filter(None, args.arms.split(",")))
+    rows = [r for r in json.loads(path.read_text())["runs"] if r["arm"] not in only] if only else []
     torch.set_num_threads(1)
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         for seed in SEEDS:
             for name, (cfg, controlled) in _arms().items():
+                if only and name not in only:
+                    continue
                 cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, seed=seed))
                 r = run_arm(cfg, prepare_data(cfg, out), out, f"{name}-s{seed}", controlled=controlled, progress=False)
                 rows.append({"arm": name, "seed": seed, "train_flops": r["train_flops"], "val_bpb": r["val_bpb"],
@@ -63,8 +76,8 @@ def main() -> dict:
         if r["arm"].startswith("lyactl"):
             r["dense_at_same_flops"] = _frontier_bpb(rows, r["seed"], r["train_flops"])
             r["vs_frontier"] = r["val_bpb"] / r["dense_at_same_flops"] - 1
-    res = {"name": "cpu_regime_study", "runs": rows}
-    (Path(__file__).parent / "results" / "cpu_regime_study.json").write_text(json.dumps(res, indent=1))
+    res = {"name": "cpu_regime_study", "runs": sorted(rows, key=lambda r: (r["seed"], r["arm"]))}
+    path.write_text(json.dumps(res, indent=1))
     return res
 
 

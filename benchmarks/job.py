@@ -88,7 +88,9 @@ def _policy(spec: dict, model: GPT, opt: torch.optim.Optimizer):
     groups, constraints = loop.backend.groups(), loop.backend.constraints()
     T = spec["steps"]
     if pol["kind"] == "lyactl":
-        budget = BudgetConfig(target=pol["budget"], total_steps=T) if pol.get("budget") else None
+        ramp = {"ramp_start": int(pol["warmup_frac"] * T), "ramp_end": int(pol["ramp_end_frac"] * T)} \
+            if pol.get("ramp_end_frac") else {}
+        budget = BudgetConfig(target=pol["budget"], total_steps=T, **ramp) if pol.get("budget") else None
         cfg = ControllerConfig(
             model_flops=training_flops_per_token(model, spec["seq_len"]), budget=budget, warmup_steps=int(pol["warmup_frac"] * T),
             last_decision_step=int(pol["last_frac"] * T), hysteresis=pol["hysteresis"],

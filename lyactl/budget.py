@@ -21,6 +21,13 @@ is removed (derived and checked in ``theory/monitors.py``). The controller compa
 ``lam_g = u_k sqrt(n_g)`` (``n_g`` parameters; see ``Controller._actuate``) on the
 cheapest-to-lose groups (lowest ``|gw|`` per FLOP saved, :func:`cheapest_groups`), pushing
 them towards collapse; certificates still decide when a group may go.
+
+Gradual variant (``ramp_start``/``ramp_end`` steps ``s0 < s1``): instead of reaching
+``phi_req`` in one cut, the set-point follows the cubic ramp of gradual pruning (Zhu & Gupta,
+2017), ``phi_ramp(s) = phi_f (1 - (1 - x)^3)``, ``x = (s - s0)/(s1 - s0)`` clipped to [0, 1],
+and is ``min(phi_req(s), phi_ramp(s))`` until ``s1``, ``phi_req(s)`` after. The ramp banks
+``3/4 phi_f (s1 - s0)``, so ``phi_f = S* T / (T - s1 + 3/4 (s1 - s0))`` meets the target
+(derived and checked in ``theory/monitors.py``): the later cut is deeper by that ratio.
 """
 
 from __future__ import annotations
@@ -33,13 +40,14 @@ import numpy as np
 
 from .errors import InvalidArgumentError, bad_arg
 
-__all__ = ["BudgetConfig", "PIState", "required_fraction", "projected_saving", "pi_step", "cheapest_groups"]
+__all__ = ["BudgetConfig", "PIState", "required_fraction", "ramp_final_fraction", "setpoint", "projected_saving", "pi_step", "cheapest_groups"]
 
 
 @dataclass(frozen=True)
 class BudgetConfig:
     """Target saving ``S*`` in (0, 1) over ``total_steps``; PI gains, integration time
-    constant ``tau`` in steps (default ``total_steps / 50``) and output cap ``u_max``."""
+    constant ``tau`` in steps (default ``total_steps / 50``) and output cap ``u_max``;
+    ``ramp_start``, ``ramp_end`` (steps, both or neither): the gradual set-point above."""
 
     target: float
     total_steps: int
@@ -47,6 +55,8 @@ class BudgetConfig:
     ki: float = 5.0
     u_max: float = 3.0
     tau: float | None = None
+    ramp_start: int | None = None
+    ramp_end: int | None = None
 
     @property
     def tau_steps(self) -> float:
@@ -59,6 +69,12 @@ class BudgetConfig:
             raise InvalidArgumentError(bad_arg("BudgetConfig.total_steps", "an int > 0", self.total_steps))
         if self.tau is not None and not self.tau > 0:
             raise InvalidArgumentError(bad_arg("BudgetConfig.tau", "None or a number > 0", self.tau))
+        ramp = (self.ramp_start, self.ramp_end)
+        if ramp != (None, None) and not (all(isinstance(v, int) for v in ramp)
+                                         and 0 <= self.ramp_start < self.ramp_end <= self.total_steps):
+            raise InvalidArgumentError(bad_arg("BudgetConfig.ramp_start, ramp_end",
+                                               f"both None or ints with 0 <= start < end <= total_steps={self.total_steps}",
+                                               ramp))
         for name in ("kp", "ki", "u_max"):
             if not getattr(self, name) >= 0:
                 raise InvalidArgumentError(bad_arg(f"BudgetConfig.{name}", "a number >= 0", getattr(self, name)))
@@ -82,6 +98,22 @@ def required_fraction(target: float, total_steps: int, step: int, banked: float)
     if remaining <= 0:
         return 0.0
     return float(min(1.0, max(0.0, (target * total_steps - banked) / remaining)))
+
+
+def ramp_final_fraction(cfg: BudgetConfig) -> float:
+    """``phi_f = S* T / (T - s1 + 3/4 (s1 - s0))``, the fraction the ramp ends at (<= 1)."""
+    s0, s1, T = cfg.ramp_start, cfg.ramp_end, cfg.total_steps
+    return float(min(1.0, cfg.target * T / (T - s1 + 0.75 * (s1 - s0))))
+
+
+def setpoint(cfg: BudgetConfig, step: int, banked: float) -> float:
+    """The fraction to be saved at ``step``: ``phi_req`` (:func:`required_fraction`), capped by
+    the cubic ramp while it runs when ``cfg`` has one."""
+    phi_req = required_fraction(cfg.target, cfg.total_steps, step, banked)
+    if cfg.ramp_start is None or step >= cfg.ramp_end:
+        return phi_req
+    x = min(max((step - cfg.ramp_start) / (cfg.ramp_end - cfg.ramp_start), 0.0), 1.0)
+    return min(phi_req, ramp_final_fraction(cfg) * (1.0 - (1.0 - x) ** 3))
 
 
 def projected_saving(total_steps: int, step: int, banked: float, phi: float) -> float:

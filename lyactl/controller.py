@@ -29,7 +29,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .budget import PIState, cheapest_groups, pi_step, projected_saving, required_fraction
+from .budget import PIState, cheapest_groups, pi_step, projected_saving, setpoint
 from .controller_config import ControllerConfig, ControlOutput, finite_mask
 from .decision_log import decode_array, encode_array
 from .decision_rule import evaluate_monitors, role_verdicts
@@ -334,7 +334,7 @@ class Controller:
             self.chosen[:] = False
             return penalty
         phi = self.saved_fraction()
-        error = required_fraction(b.target, b.total_steps, stats.step, self.banked) - phi
+        error = setpoint(b, stats.step, self.banked) - phi
         dt = stats.interval
         self.pi = pi_step(b, self.pi, error, dt)
         if self.pi.u <= 0 or stats.step < self.config.warmup_steps:

@@ -6,7 +6,7 @@ Four sections, each a validated frozen dataclass::
     [data]        corpus, val_fraction, split_seed, batch_size, val_docs
     [training]    steps, lr, warmup, min_lr_frac, weight_decay, grad_clip, device, bf16,
                   compile, log_every, seed
-    [controller]  enabled, interval, block, budget, u_max, warmup_frac, last_frac, hysteresis,
+    [controller]  enabled, interval, block, budget, u_max, warmup_frac, last_frac, ramp_end_frac, hysteresis,
                   window, lag, max_groups_per_event, min_steps_between_events, cooldown_steps,
                   allow_prune, allow_freeze
 
@@ -133,7 +133,9 @@ class TrainingSection:
 class ControllerSection:
     """The lyactl controller (:class:`lyactl.controller.ControllerConfig`); ``budget`` is the
     target training-FLOP saving (None: certificates only, no PI penalty); ``warmup_frac`` and
-    ``last_frac`` place the decision window as fractions of ``training.steps``."""
+    ``last_frac`` place the decision window as fractions of ``training.steps``;
+    ``ramp_end_frac`` (None: one cut) makes the budget gradual, a cubic ramp of the set-point
+    from ``warmup_frac`` to it (:mod:`lyactl.budget`)."""
 
     enabled: bool = True
     interval: int = 10
@@ -142,6 +144,7 @@ class ControllerSection:
     u_max: float = 3.0
     warmup_frac: float = 0.2
     last_frac: float = 0.8
+    ramp_end_frac: float | None = None
     hysteresis: int = 2
     window: int = 8
     lag: int = 2
@@ -155,7 +158,9 @@ class ControllerSection:
         _validate("controller", self, {
             "enabled": _BOOL, "interval": _int(1), "block": _int(1),
             "budget": (lambda v: v is None or (_num(0, 1, True)[0](v) and v < 1), "none or a number in (0, 1)"),
-            "u_max": _num(0), "warmup_frac": _num(0, 1), "last_frac": _num(0, 1), "hysteresis": _int(1),
+            "u_max": _num(0), "warmup_frac": _num(0, 1), "last_frac": _num(0, 1),
+            "ramp_end_frac": (lambda v: v is None or _num(0, 1)[0](v), "none or a number in [0, 1]"),
+            "hysteresis": _int(1),
             "window": _int(3), "lag": _int(1), "max_groups_per_event": _int(1),
             "min_steps_between_events": _int(0), "cooldown_steps": _int(0), "allow_prune": _BOOL,
             "allow_freeze": _BOOL})
@@ -165,6 +170,10 @@ class ControllerSection:
             raise InvalidArgumentError(bad_arg("controller.last_frac",
                                                f"a number >= controller.warmup_frac={self.warmup_frac}",
                                                self.last_frac))
+        if self.ramp_end_frac is not None and not self.warmup_frac < self.ramp_end_frac <= self.last_frac:
+            raise InvalidArgumentError(bad_arg("controller.ramp_end_frac",
+                                               f"none or a number in (warmup_frac={self.warmup_frac}, "
+                                               f"last_frac={self.last_frac}]", self.ramp_end_frac))
 
 
 @dataclass(frozen=True)

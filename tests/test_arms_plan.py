@@ -72,3 +72,10 @@ def test_no_warmup_without_compilation():
 
     jobs = _jobs("tiny")
     assert with_warmup(jobs) == jobs
+
+
+def test_the_gradual_arm_ramps_inside_its_decision_window():
+    g = next(j for j in _jobs() if j["arm"] == "lyactl-gradual")
+    pol = g["policy"]
+    assert pol["kind"] == "lyactl" and pol["budget"] == PRESETS["h200"]["lyactl"]["budget"]
+    assert pol["warmup_frac"] < pol["ramp_end_frac"] <= pol["last_frac"]

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from lyactl.budget import BudgetConfig, PIState, cheapest_groups, pi_step, projected_saving, required_fraction
+from lyactl.budget import (BudgetConfig, PIState, cheapest_groups, pi_step, projected_saving, ramp_final_fraction,
+                           required_fraction, setpoint)
 from lyactl.errors import InvalidArgumentError
 
 
@@ -64,3 +65,50 @@ def test_cheapest_groups_pass_over_units_far_larger_than_the_gap(seed, gap):
     fits = flops <= 2.0 * gap
     if m.any() and (~m & fits).any():
         assert score[m].max() <= score[~m & fits].min()
+
+
+@st.composite
+def ramped_budgets(draw) -> BudgetConfig:
+    T = draw(st.integers(50, 5000))
+    s0 = draw(st.integers(0, T - 2))
+    s1 = draw(st.integers(s0 + 1, T - 1))
+    target = draw(st.floats(0.01, 0.6))
+    return BudgetConfig(target=target, total_steps=T, ramp_start=s0, ramp_end=s1)
+
+
+@given(ramped_budgets())
+@settings(max_examples=60, deadline=None)
+def test_a_plant_that_follows_the_ramped_setpoint_meets_the_target(cfg):
+    """Saving exactly the set-point at every step banks the target, never exceeding phi_req;
+    unless the ramp ends so late that phi_req, which takes over from it, would exceed 1."""
+    banked, clipped = 0.0, False
+    for s in range(cfg.total_steps):
+        phi = setpoint(cfg, s, banked)
+        req = required_fraction(cfg.target, cfg.total_steps, s, banked)
+        assert 0.0 <= phi <= req + 1e-12
+        clipped |= s >= cfg.ramp_end and req >= 1.0
+        banked += phi
+    if clipped:
+        assert banked / cfg.total_steps <= cfg.target + 1e-9
+    else:
+        assert banked / cfg.total_steps == pytest.approx(cfg.target, rel=1e-6)
+
+
+@given(ramped_budgets(), st.floats(0.0, 1.0))
+@settings(max_examples=60, deadline=None)
+def test_the_ramp_rises_from_zero_and_leaves_phi_req_alone_outside_it(cfg, banked_frac):
+    assert setpoint(cfg, cfg.ramp_start, 0.0) == 0.0
+    ramp = [setpoint(cfg, s, 0.0) for s in range(cfg.ramp_start, cfg.ramp_end)]
+    assert all(b >= a for a, b in zip(ramp, ramp[1:])) and ramp[-1] <= ramp_final_fraction(cfg) + 1e-12
+    banked = banked_frac * cfg.target * cfg.ramp_end
+    for s in (cfg.ramp_end, cfg.total_steps - 1):
+        assert setpoint(cfg, s, banked) == required_fraction(cfg.target, cfg.total_steps, s, banked)
+    plain = BudgetConfig(target=cfg.target, total_steps=cfg.total_steps)
+    s = (cfg.ramp_start + cfg.ramp_end) // 2
+    assert setpoint(plain, s, banked) == required_fraction(cfg.target, cfg.total_steps, s, banked)
+
+
+def test_ramp_validation_names_the_argument():
+    for bad in ((10, None), (50, 10), (-1, 10), (0, 200), (0.5, 10)):
+        with pytest.raises(InvalidArgumentError, match="ramp_start, ramp_end"):
+            BudgetConfig(0.3, total_steps=100, ramp_start=bad[0], ramp_end=bad[1])

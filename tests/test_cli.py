@@ -66,6 +66,7 @@ def _bad(tmp_path, text, suffix=".toml"):
     ("[optimiser]\nlr = 1\n", "optimiser"),
     ("[controller]\nbudget = 1.5\n", "controller.budget"),
     ("[controller]\nwindow = 4\nlag = 4\n", "controller.lag"),
+    ("[controller]\nwarmup_frac = 0.3\nramp_end_frac = 0.2\n", "controller.ramp_end_frac"),
     ("[training]\nsteps = 10\nwarmup = 20\n", "training.warmup"),
     ("[data]\nbatch_size = true\n", "data.batch_size"),
 ])

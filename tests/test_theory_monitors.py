@@ -49,3 +49,16 @@ def test_noise_certification_probability():
 def test_budget_trajectory():
     target, achieved = T.budget_trajectory()
     assert achieved == pytest.approx(target, rel=1e-12)
+
+
+def test_ramp_final_fraction():
+    from lyactl.budget import BudgetConfig, ramp_final_fraction
+
+    target, achieved = T.ramp_final_fraction()
+    assert achieved == pytest.approx(target, rel=1e-5)  # midpoint sum of a cubic: O(1/n^2)
+    # the closed form lyactl uses equals the symbolic solution
+    expr = T.ramp_final_expression()
+    names = {str(v): v for v in expr.free_symbols}
+    cfg = BudgetConfig(0.35, total_steps=2685, ramp_start=80, ramp_end=800)
+    exact = float(expr.subs({names["s0"]: 80, names["s1"]: 800, names["T"]: 2685, names["S"]: 0.35}))
+    assert ramp_final_fraction(cfg) == pytest.approx(exact, rel=1e-12)

@@ -148,3 +148,21 @@ def test_absent_dependency_raises_import_error(monkeypatch, name, make):
     monkeypatch.setitem(sys.modules, f"{name}.pytorch", None)
     with pytest.raises(ImportError, match=name):
         make(lambda b: None, 10)
+
+
+def test_a_ramped_budget_reaches_the_controller():
+    """``controller.ramp_end_frac`` in a run config becomes the budget's ramp (steps)."""
+    import dataclasses
+
+    from lyactl.runconfig import ControllerSection, RunConfig
+    from lyactl_torch import Lyactl
+    from lyactl_torch.runner import build_controller, build_model
+
+    cfg = RunConfig()
+    cfg = dataclasses.replace(cfg, controller=dataclasses.replace(ControllerSection(), warmup_frac=0.1,
+                                                                    ramp_end_frac=0.4, last_frac=0.8))
+    model = build_model(cfg, 128)
+    loop = Lyactl(model, torch.optim.AdamW(model.parameters()), None, interval=cfg.controller.interval)
+    b = build_controller(cfg, loop).config.budget
+    T = cfg.training.steps
+    assert (b.ramp_start, b.ramp_end) == (int(0.1 * T), int(0.4 * T)) and b.target == cfg.controller.budget

@@ -13,7 +13,7 @@ import sympy as sp
 
 __all__ = ["geometric_tail", "remaining_distance_bound", "removal_loss_change", "movement_loss_bound",
            "weight_decay_contraction", "edge_of_stability_curvature", "noise_certification_probability",
-           "budget_trajectory"]
+           "budget_trajectory", "ramp_final_expression", "ramp_final_fraction"]
 
 
 def geometric_tail(d: float = 0.7, r: float = 0.6) -> tuple[float, float]:
@@ -150,6 +150,25 @@ def budget_trajectory(T: int = 1000, s: int = 300, target: float = 0.3, banked: 
     derived = float(sol.subs({A: banked, TT: T, ss: s, S: target}))
     total = banked + sum(derived for _ in range(s, T))
     return target, total / T
+
+
+def ramp_final_expression() -> sp.Expr:
+    """``phi_f`` in terms of ``s0, s1, T, S``: the solution of
+    ``int_{s0}^{s1} phi_f (1 - (1 - (s - s0)/(s1 - s0))^3) ds + phi_f (T - s1) = S T``."""
+    f, s, a, b, TT, S = sp.symbols("phi_f s s0 s1 T S", positive=True)
+    ramp = f * (1 - (1 - (s - a) / (b - a)) ** 3)
+    return sp.solve(sp.Eq(sp.integrate(ramp, (s, a, b)) + f * (TT - b), S * TT), f)[0]
+
+
+def ramp_final_fraction(T: int = 1000, s0: int = 30, s1: int = 300, target: float = 0.4) -> tuple[float, float]:
+    """Gradual set-point ``phi_f (1 - (1 - x)^3)`` on ``[s0, s1]``, ``phi_f`` after, with
+    ``phi_f`` from :func:`ramp_final_expression` (derived); check: hold that set-point step by
+    step (midpoint of each step) and measure the saving."""
+    names = {str(v): v for v in ramp_final_expression().free_symbols}
+    phi_f = float(ramp_final_expression().subs({names["s0"]: s0, names["s1"]: s1, names["T"]: T, names["S"]: target}))
+    x = (np.arange(s0, s1) + 0.5 - s0) / (s1 - s0)
+    banked = float(np.sum(phi_f * (1 - (1 - x) ** 3))) + phi_f * (T - s1)
+    return target, banked / T
 
 
 if __name__ == "__main__":  # pragma: no cover

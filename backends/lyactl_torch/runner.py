@@ -85,7 +85,8 @@ def build_model(cfg: RunConfig, vocab_size: int) -> GPT:
 def build_controller(cfg: RunConfig, loop: Lyactl) -> Controller:
     """lyactl's controller over the loop's groups, configured by ``cfg.controller``."""
     c, T = cfg.controller, cfg.training.steps
-    budget = BudgetConfig(target=c.budget, total_steps=T, u_max=c.u_max) if c.budget is not None else None
+    ramp = {} if c.ramp_end_frac is None else {"ramp_start": int(c.warmup_frac * T), "ramp_end": int(c.ramp_end_frac * T)}
+    budget = BudgetConfig(target=c.budget, total_steps=T, u_max=c.u_max, **ramp) if c.budget is not None else None
     ccfg = ControllerConfig(monitors=MonitorConfig(window=c.window, lag=c.lag), budget=budget,
                             warmup_steps=int(c.warmup_frac * T), last_decision_step=int(c.last_frac * T),
                             hysteresis=c.hysteresis, max_groups_per_event=c.max_groups_per_event,
