@@ -290,3 +290,42 @@ def test_absent_transformers_raises_clear_error(monkeypatch):
     assert not hf.HFGPT2Adapter().supports(torch.nn.Linear(2, 2))  # no import needed to decline
     with pytest.raises(ImportError, match="transformers"):
         hf._transformers()
+
+
+@pytest.mark.parametrize("make", [lambda: gpt2(n_layer=3), lambda: llama_like("Llama", n_layer=3),
+                                  lambda: llama_like("Qwen2", n_layer=3, use_sliding_window=True, sliding_window=4,
+                                                     max_window_layers=1)])
+def test_generation_with_the_kv_cache_after_a_block_and_heads_are_removed(make):
+    """Greedy generation with the KV cache after surgery (a middle block and a head gone) gives
+    the tokens of cache-free generation and of the zeroed, unpruned reference, and the cached
+    step-by-step logits equal one full forward pass."""
+    model = make()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    b = L.TorchBackend(model, opt, adapters=hf.hf_adapters())
+    train(model, opt)
+    ref, orig = copy.deepcopy(model), copy.deepcopy(model)
+    b.apply(prune_event(b, ["blocks.1", "blocks.2.attn.head.0"]))
+    a = hf._adapter(ref)
+    with torch.no_grad():
+        zero_block(a.blocks(ref)[1])
+        if isinstance(model, T.GPT2LMHeadModel):
+            zero_gpt2_head(ref, 2, 0)
+        else:
+            zero_kv_group(ref, 2, 0)
+    x = tokens(5, B=1)[:, :6]
+    model.eval(), ref.eval()
+    kw = {"max_new_tokens": 8, "do_sample": False, "pad_token_id": 0}
+    with torch.no_grad():
+        cached = model.generate(x, use_cache=True, **kw)
+        plain = model.generate(x, use_cache=False, **kw)
+        zeroed = ref.generate(x, use_cache=True, **kw)
+        full = model(cached).logits
+        out, past, steps = model(cached[:, :6], use_cache=True), None, []
+        past, steps = out.past_key_values, [out.logits]
+        for t in range(6, cached.shape[1]):
+            out = model(cached[:, t:t + 1], past_key_values=past, use_cache=True)
+            past = out.past_key_values
+            steps.append(out.logits)
+    assert torch.equal(cached, plain) and torch.equal(cached, zeroed)
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=1e-4, atol=1e-4)
+    assert (logits(orig, cached) - full).abs().max() > 1e-3  # the surgery changed the model
