@@ -43,6 +43,9 @@ def _arms():
         start.controller, budget=0.2, warmup_frac=0.4, last_frac=0.7)), True)
     arms["lyactl-gradual"] = (dataclasses.replace(start, controller=dataclasses.replace(
         start.controller, ramp_end_frac=0.5)), True)
+    # the penalty's cap u_max bounds how fast a chosen group is driven to zero
+    arms["lyactl-late-slow"] = (dataclasses.replace(start, controller=dataclasses.replace(
+        start.controller, budget=0.2, warmup_frac=0.4, last_frac=0.7, u_max=1.2)), True)
     return arms
 
 

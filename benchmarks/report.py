@@ -22,7 +22,7 @@ __all__ = ["merge", "seed_paired"]
 _KEEP = ("id", "arm", "seed", "model", "steps", "tokens", "n_params", "n_params_final", "final_shapes", "final_d",
          "frozen_prefix", "wall_s", "compile_s", "eval_s", "train_flops", "val_bpb", "val_bpb_by_source",
          "endings_acc_norm", "lambada_acc", "hellaswag_acc_norm", "mmlu_acc", "peak_mem_gib", "fpt", "gpu",
-         "n_events", "final_loss", "caveat", "gpu_shared_by", "warmed")
+         "n_events", "final_loss", "caveat", "gpu_shared_by", "warmed", "losses")
 
 
 def _load(out: Path) -> tuple[list[dict], list[dict]]:

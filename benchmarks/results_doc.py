@@ -14,7 +14,7 @@ import json
 import math
 from pathlib import Path
 
-__all__ = ["table", "paired_table", "source_table", "plot", "main"]
+__all__ = ["table", "paired_table", "source_table", "plot", "gap_plot", "main"]
 
 _COLS = ("arm", "seed", "model", "tokens", "train_flops", "wall_s", "compile_s", "val_bpb", "endings_acc_norm",
          "lambada_acc", "hellaswag_acc_norm", "mmlu_acc", "n_events", "peak_mem_gib")
@@ -127,15 +127,49 @@ def plot(res: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def gap_plot(res: dict, path: Path, seed: int = 0, smooth: int = 5) -> None:
+    """Training loss minus dense's at the same step (same batches: paired data order), a moving
+    mean over ``smooth`` logged points, for every arm of ``seed`` but dense and the frontier."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    runs = {a["arm"]: a for a in res["arms"] if a["seed"] == seed and a.get("losses")}
+    ref = dict((int(s), v) for s, v in runs["dense"]["losses"])
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    for arm, a in sorted(runs.items()):
+        if arm in ("dense", "frontier"):
+            continue
+        pts = [(int(s), v - ref[int(s)]) for s, v in a["losses"] if int(s) in ref and int(s) > 0]
+        x, y = np.array(pts).T
+        k = np.ones(smooth) / smooth
+        ax.plot(x[smooth - 1:], np.convolve(y, k, mode="valid"), label=arm)
+    ax.axhline(0.0, color="k", lw=0.8)
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"training loss - dense's (nats, mean of {smooth} logged steps)")
+    ax.set_title(f"{res['name']}: loss gap to dense, seed {seed}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("results", type=Path)
     ap.add_argument("--plot", type=Path, default=None)
+    ap.add_argument("--gap-plot", type=Path, default=None, help="training-loss gap to dense over steps (seed 0)")
     args = ap.parse_args(argv)
     res = json.loads(args.results.read_text())
     print(table(res), paired_table(res), paired_table(res, "paired_vs_lyactl"), source_table(res), sep="\n\n")
     if args.plot:
         plot(res, args.plot)
+    if args.gap_plot:
+        gap_plot(res, args.gap_plot)
     return 0
 
 
