@@ -4,6 +4,8 @@ The core package is backend-agnostic (numpy, scipy, sympy, python-control) and n
 imports torch; the PyTorch adapter lives in the separate package ``lyactl_torch``.
 """
 
+from typing import TYPE_CHECKING
+
 from ._version import __version__
 from .errors import (
     CheckpointError,
@@ -18,13 +20,34 @@ from .errors import (
 from .groups import Action, Certificate, Constraint, Decision, Event, Group, GroupKind, GroupStats
 from .protocol import Backend
 from .verdict import Evidence, Verdict
-from .systems import LinearSystem, NumericSystem, SymbolicSystem
-from .optimizers import OptimizerModel, OptimizerParams, adam, gd, heavy_ball, nesterov
-from .candidates import CallableCandidate, ExprCandidate, LyapunovCandidate, QuadraticCandidate, as_candidate
-from .jury import jury_conditions, jury_numeric
-from .lyapunov import delta_v, quadratic_decrease, verify_decrease, verify_dlyap
-from .regions import Region, derive_region
-from .common_lyapunov import common_lyapunov, common_lyapunov_over_curvature
+# The engine (systems, optimizer models, candidates, verification) needs sympy, which takes
+# about 0.4 s to import; a training loop that only runs the controller never needs it. Its
+# names are therefore imported on first use (PEP 562), from the module each lives in.
+_ENGINE = {
+    "systems": ("LinearSystem", "NumericSystem", "SymbolicSystem"),
+    "optimizers": ("OptimizerModel", "OptimizerParams", "adam", "gd", "heavy_ball", "nesterov"),
+    "candidates": ("CallableCandidate", "ExprCandidate", "LyapunovCandidate", "QuadraticCandidate", "as_candidate"),
+    "jury": ("jury_conditions", "jury_numeric"),
+    "lyapunov": ("delta_v", "quadratic_decrease", "verify_decrease", "verify_dlyap"),
+    "regions": ("Region", "derive_region"),
+    "common_lyapunov": ("common_lyapunov", "common_lyapunov_over_curvature"),
+}
+
+
+def __getattr__(name: str) -> object:
+    for module, names in _ENGINE.items():
+        if name in names:
+            from importlib import import_module
+
+            value = getattr(import_module(f".{module}", __name__), name)
+            globals()[name] = value  # later lookups skip this function
+            return value
+    raise AttributeError(f"module 'lyactl' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "__version__",
