@@ -20,6 +20,16 @@ from .errors import (
 from .groups import Action, Certificate, Constraint, Decision, Event, Group, GroupKind, GroupStats
 from .protocol import Backend
 from .verdict import Evidence, Verdict
+
+if TYPE_CHECKING:  # the lazily imported engine names, for type checkers and IDEs
+    from .candidates import CallableCandidate, ExprCandidate, LyapunovCandidate, QuadraticCandidate, as_candidate
+    from .common_lyapunov import common_lyapunov, common_lyapunov_over_curvature
+    from .jury import jury_conditions, jury_numeric
+    from .lyapunov import delta_v, quadratic_decrease, verify_decrease, verify_dlyap
+    from .optimizers import OptimizerModel, OptimizerParams, adam, gd, heavy_ball, nesterov
+    from .regions import Region, derive_region
+    from .systems import LinearSystem, NumericSystem, SymbolicSystem
+
 # The engine (systems, optimizer models, candidates, verification) needs sympy, which takes
 # about 0.4 s to import; a training loop that only runs the controller never needs it. Its
 # names are therefore imported on first use (PEP 562), from the module each lives in.
