@@ -16,7 +16,7 @@ from pathlib import Path
 
 __all__ = ["table", "paired_table", "source_table", "plot", "gap_plot", "main"]
 
-_COLS = ("arm", "seed", "model", "tokens", "train_flops", "wall_s", "compile_s", "val_bpb", "endings_acc_norm",
+_COLS = ("arm", "seed", "model", "final", "tokens", "train_flops", "wall_s", "compile_s", "val_bpb", "endings_acc_norm",
          "lambada_acc", "hellaswag_acc_norm", "mmlu_acc", "n_events", "peak_mem_gib")
 
 
@@ -25,6 +25,9 @@ def _fmt(key: str, v) -> str:
         return "-"
     if key == "model":
         return f"d{v['d_model']} L{v['n_layer']} H{v['n_head']} M{v['mlp_hidden']}"
+    if key == "final":  # blocks, residual width, heads and MLP width summed over blocks
+        shapes, d = v
+        return f"L{len(shapes)} d{d} H{sum(s[0] for s in shapes)} M{sum(s[2] for s in shapes)}"
     if key == "train_flops":
         return f"{v:.3g}"
     if key == "tokens":
@@ -39,12 +42,14 @@ def _fmt(key: str, v) -> str:
 
 
 def table(res: dict) -> str:
-    """Markdown table of every arm run, sorted by arm then seed."""
+    """Markdown table of every arm run, sorted by arm then seed; ``model`` is the starting model,
+    ``final`` the model at the end (blocks, width, heads and MLP width summed over blocks)."""
     rows = sorted(res["arms"], key=lambda a: (a["arm"] != "dense", a["arm"] != "lyactl", a["arm"], a.get("tokens") or 0,
                                                a["train_flops"], a["seed"]))
     out = ["| " + " | ".join(_COLS) + " |", "|" + "---|" * len(_COLS)]
     for a in rows:
-        cells = [_fmt(k, a.get(k)) for k in _COLS]
+        final = (a["final_shapes"], a["final_d"]) if a.get("final_shapes") and a.get("final_d") else None
+        cells = [_fmt(k, final if k == "final" else a.get(k)) for k in _COLS]
         if a.get("caveat"):
             cells[0] += " (*)"
         if a.get("gpu_shared_by", 1) > 1:
