@@ -15,7 +15,10 @@ fi
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD:$PWD/backends PYTHONUNBUFFERED=1 TORCHINDUCTOR_CACHE_DIR=/tmp/inductor
 data=.data; [ -d "$data" ] || data=../shared/data
 run=/tmp/lyactl-run; mkdir -p "$run"
-[ -d .runs/h200 ] && cp -n .runs/h200/*.json "$run"/ 2>/dev/null
+if [ -d .runs/h200 ]; then  # the carried records are the truth: a warm machine may hold records deleted since
+  for f in "$run"/*.json; do [ -e "$f" ] && [ ! -e ".runs/h200/$(basename "$f")" ] && rm -f "$f"; done
+  cp .runs/h200/*.json "$run"/ 2>/dev/null
+fi
 bench=""; [ "$stage" != 2 ] && bench="--bench"
 python3 benchmarks/pretrain.py run --preset h200 --stage "$stage" $bench --data "$data" --devices "$devices" \
   --out "$run" --name pretrain_h200 --results "$out" --timeout "${LYACTL_TIMEOUT:-3000}" \
