@@ -135,9 +135,9 @@ def _lambada_agreement(samples: list[dict], ours: dict) -> dict:
             "lm_eval_acc": sum(float(s["acc"]) for s in samples) / len(samples), "lyactl_acc": sum(ours["acc"]) / len(ours["acc"])}
 
 
-def _mmlu_samples(res: dict, names: list[str]) -> list[dict]:
+def _mmlu_samples(samples: dict, names: list[str]) -> list[dict]:
     """lm-eval's MMLU samples in our item order (subject by subject, test-file order)."""
-    return [s for name in sorted(names) for s in sorted(res["samples"][name], key=lambda s: s["doc_id"])]
+    return [s for name in sorted(names) for s in sorted(samples[name], key=lambda s: s["doc_id"])]
 
 
 def _items_in_order(items: dict, ids: list[str]) -> dict:
@@ -192,7 +192,7 @@ def main() -> int:
         "model": "GPT2LMHeadModel(n_embd=64, n_layer=2, n_head=2, n_positions=512), random init seed 0",
         "hellaswag": _mc_agreement(sorted(res["hellaswag_local"], key=lambda s: s["doc_id"]), hs, ("acc", "acc_norm")),
         "lambada": _lambada_agreement(sorted(res["lambada_local"], key=lambda s: s["doc_id"]), la),
-        "mmlu_5shot": _mc_agreement(_mmlu_samples({"samples": res}, mmlu_names), _items_in_order(mm, mm_ids), ("acc",)),
+        "mmlu_5shot": _mc_agreement(_mmlu_samples(res, mmlu_names), _items_in_order(mm, mm_ids), ("acc",)),
         "seconds": secs, "device": "cpu",
         "setup": ("lm-eval installed with pip in a separate venv (--system-site-packages; plus accelerate, which "
                   "HFLM imports); lm-eval's own task YAMLs with dataset_path json (hellaswag: its process_docs and "

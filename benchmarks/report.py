@@ -2,8 +2,8 @@
 
 Schema (docs/results.md): ``{"name", "gpu", "tokens", "arms": [{"arm", "seed", "wall_s",
 "train_flops", "val_bpb", "hellaswag_acc_norm", "mmlu_acc", ...}], "paired": [...],
-"paired_vs_lyactl": [...], "summary": {...}}``. Per-item evaluation scores are used here for the paired tests against
-"dense" on the same seed (paired bootstrap over documents / items, exact McNemar) and then
+"paired_vs_lyactl": [...], "summary": {...}}``. Per-item evaluation scores are used here for
+the paired tests against "dense" (and "lyactl") on the same seed (paired bootstrap over documents / items, exact McNemar) and then
 left out of the file, which would otherwise be tens of MB.
 """
 
@@ -55,16 +55,16 @@ def seed_paired(a: list[float], b: list[float]) -> dict:
     return {"mean_rel": mean, "ci_low": mean - half, "ci_high": mean + half, "n": n}
 
 
-def _paired_items(runs: list[dict], ref_arm: str = "dense") -> list[dict]:
-    """Each run (other than ``ref_arm``'s and dense's) against the ``ref_arm`` run of its seed,
-    item by item (:func:`lyactl_torch.evaluate.compare`)."""
+def _paired_items(runs: list[dict], ref_arm: str = "dense", skip: tuple[str, ...] = ()) -> list[dict]:
+    """Each run (other than ``ref_arm``'s, dense's and the ``skip`` arms') against the ``ref_arm``
+    run of its seed, item by item (:func:`lyactl_torch.evaluate.compare`)."""
     from lyactl_torch.evaluate import compare
 
     ref = {r["seed"]: r for r in runs if r["arm"] == ref_arm}
     rows = []
     for r in runs:
         other = ref.get(r["seed"])
-        if r["arm"] in (ref_arm, "dense") or other is None or "eval" not in r or "eval" not in other:
+        if r["arm"] in (ref_arm, "dense", *skip) or other is None or "eval" not in r or "eval" not in other:
             continue
         cmp = compare({"tasks": r["eval"]}, {"tasks": other["eval"]})
         rows.append({"arm": r["arm"], "id": r["id"], "seed": r["seed"], "vs": other["id"], "tests": cmp})
@@ -110,7 +110,7 @@ def merge(out: Path, name: str, preset: str) -> dict:
         "tokens": dense[0]["tokens"] if dense else None,
         "arms": arms,
         "paired": _paired_items(runs),
-        "paired_vs_lyactl": [p for p in _paired_items(runs, "lyactl") if p["arm"] != "frontier"],
+        "paired_vs_lyactl": _paired_items(runs, "lyactl", skip=("frontier",)),
         "summary": _summary(runs),
         "events": decisions,
         "withdrawn": withdrawn,

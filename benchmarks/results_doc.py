@@ -98,6 +98,18 @@ def source_table(res: dict) -> str:
     return "\n".join(out)
 
 
+def _save(fig, ax, path: Path) -> None:
+    """Grid, legend, tight layout; write ``path`` (PNG, 120 dpi) and close the figure."""
+    import matplotlib.pyplot as plt
+
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def plot(res: dict, path: Path) -> None:
     """Validation bits per byte against training FLOPs (log x), frontier lines per budget."""
     import matplotlib
@@ -124,12 +136,7 @@ def plot(res: dict, path: Path) -> None:
     ax.set_xlabel("training FLOPs")
     ax.set_ylabel("validation bits per byte")
     ax.set_title(f"{res['name']} ({res.get('gpu', '')})")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, ax, path)
 
 
 def gap_plot(res: dict, path: Path, seed: int = 0, smooth: int = 5) -> None:
@@ -155,12 +162,7 @@ def gap_plot(res: dict, path: Path, seed: int = 0, smooth: int = 5) -> None:
     ax.set_xlabel("step")
     ax.set_ylabel(f"training loss - dense's (nats, mean of {smooth} logged steps)")
     ax.set_title(f"{res['name']}: loss gap to dense, seed {seed}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, ax, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,7 +40,8 @@ import numpy as np
 
 from .errors import InvalidArgumentError, bad_arg
 
-__all__ = ["BudgetConfig", "PIState", "required_fraction", "ramp_final_fraction", "setpoint", "projected_saving", "pi_step", "cheapest_groups"]
+__all__ = ["BudgetConfig", "PIState", "required_fraction", "ramp_final_fraction", "setpoint", "projected_saving",
+           "pi_step", "cheapest_groups"]
 
 
 @dataclass(frozen=True)
