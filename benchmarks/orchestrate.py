@@ -32,6 +32,10 @@ def run_jobs(jobs: Sequence[dict], devices: Sequence[str], out: Path, timeout_s:
     """Run ``jobs`` on ``devices`` (e.g. ``["0", "1"]`` or ``["cpu"]``); ``done``: ids whose
     results already exist in ``out`` (their dependants may run). Returns id -> status."""
     out.mkdir(parents=True, exist_ok=True)
+    known = {j["id"] for j in jobs} | set(done)
+    for j in jobs:  # a need nobody will meet would leave the job pending for ever, silently
+        if missing := [n for n in j.get("needs", ()) if n not in known]:
+            raise ValueError(f"job {j['id']!r} needs {missing}: expected queued jobs or done ids, found neither")
     status: dict[str, str] = {j["id"]: "pending" for j in jobs} | {i: "done" for i in done}
     lock = threading.Lock()
     deadline = time.monotonic() + timeout_s

@@ -57,6 +57,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     preset = PRESETS[args.preset]
     work = _prepare(args.corpus or args.data / "corpus", preset, args.out / "work")
     jobs = plan(preset, args.stage, work=str(work), data=str(args.data), out=str(args.out))
+    # done over the whole plan: a job picked by --only may need one outside the pick
+    done = {j["id"] for j in jobs if (args.out / f"{j['id']}.json").exists()}
     if args.only:
         keep = set(args.only.split(","))
         jobs = [j for j in jobs if j["id"] in keep or j["arm"] in keep]
@@ -66,7 +68,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     devices = args.devices.split(",")
     for p in args.out.glob("warm-*.json"):  # the cache they warmed may be gone (a fresh machine)
         p.unlink()
-    done = {j["id"] for j in jobs if (args.out / f"{j['id']}.json").exists()}
+    done |= {j["id"] for j in jobs if (args.out / f"{j['id']}.json").exists()}
     todo = with_warmup([j for j in jobs if j["id"] not in done])
     status = run_jobs(todo, devices, args.out, timeout_s=args.timeout, done=done, min_start_s=args.min_start)
     print(json.dumps(status, indent=1))

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 _BENCH = str(Path(__file__).resolve().parent.parent / "benchmarks")
 if _BENCH not in sys.path:
     sys.path.insert(0, _BENCH)
@@ -62,3 +64,13 @@ def test_shared_gpu_wall_clocks_stay_out_of_the_ratio(tmp_path):
     assert summary["random"]["wall_ratio"]["n"] == 1
     assert abs(summary["random"]["wall_ratio"]["mean_rel"] - (-0.2)) < 1e-12
     assert summary["taylor"]["wall_ratio"]["n"] == 0
+
+
+def test_a_need_neither_queued_nor_done_is_refused(tmp_path, monkeypatch):
+    seen: list[dict] = []
+    monkeypatch.setattr(orchestrate, "_run_one", _fake_run(seen))
+    with pytest.raises(ValueError, match="'b' needs \\['a'\\]"):
+        orchestrate.run_jobs(JOBS[1:], ["cpu"], tmp_path, timeout_s=60.0)
+    assert seen == []
+    status = orchestrate.run_jobs(JOBS[1:], ["cpu"], tmp_path, timeout_s=60.0, done=["a"])
+    assert status == {"a": "done", "b": "done"} and [j["id"] for j in seen] == ["b"]
