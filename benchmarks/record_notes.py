@@ -8,6 +8,9 @@ summaries and listed apart with the reason; ``caveat`` records stay, with the te
 Records superseded by a re-run (the replays that ran with a ReplayController defect, the
 lyactl-s0 run whose guard restored an event, and the arms derived from it) are kept in the
 job archive under ``superseded/``, which the merge does not read; docs/results.md says why.
+``superseded/stop11/`` holds the small-dense-s0 run of the old matching rule (1 head beside
+an MLP of 2688, the caveat it carried here until its re-run), and lyactl-s1, lyactl-s2 from
+the controller before the double-counting fix, with the seed-1 replays that followed them.
 """
 
 from __future__ import annotations
@@ -17,14 +20,7 @@ from pathlib import Path
 
 __all__ = ["NOTES", "note_for"]
 
-_DEGENERATE_SMALL = ("its shape came from the old matching rule (any heads/MLP pair whose FLOPs fit), which "
-                     "chose 1 head of 64 dims beside an MLP of 2688: attention all but removed, not a sensible "
-                     "small dense model (it lands above the d512 frontier point that costs less); the rule now "
-                     "shrinks heads and MLP together (benchmarks/job.py:_matching_dense); not re-run yet")
-
-NOTES: dict[tuple[str, str], tuple[str, str]] = {
-    ("small-dense-s0", "31b24a9d4dec"): ("caveat", _DEGENERATE_SMALL),
-}
+NOTES: dict[tuple[str, str], tuple[str, str]] = {}
 """(job id, sha256[:12] of its record) -> ("withdrawn" | "caveat", text)."""
 
 

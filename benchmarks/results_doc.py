@@ -14,7 +14,7 @@ import json
 import math
 from pathlib import Path
 
-__all__ = ["table", "paired_table", "source_table", "plot", "gap_plot", "main"]
+__all__ = ["table", "paired_table", "source_table", "pareto", "plot", "gap_plot", "main"]
 
 _COLS = ("arm", "seed", "model", "final", "tokens", "train_flops", "wall_s", "compile_s", "val_bpb", "endings_acc_norm",
          "lambada_acc", "hellaswag_acc_norm", "mmlu_acc", "n_events", "peak_mem_gib")
@@ -110,33 +110,68 @@ def _save(fig, ax, path: Path) -> None:
     plt.close(fig)
 
 
-def plot(res: dict, path: Path) -> None:
-    """Validation bits per byte against training FLOPs (log x), frontier lines per budget."""
+def pareto(pts: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The lower-left envelope of (cost, loss) points, by increasing cost: the points that no
+    other point matches or beats on both (a point of equal cost and loss is kept once).
+    A frontier drawn through every size would zig-zag where a size is dominated."""
+    front: list[tuple[float, float]] = []
+    for c, v in sorted(set(pts), key=lambda t: (t[0], t[1])):
+        if not front or v < front[-1][1]:
+            front.append((c, v))
+    return front
+
+
+def _dense_sizes(res: dict) -> dict[int, list[tuple[float, float]]]:
+    """tokens -> [(train FLOPs, mean val bpb over seeds)] of the "dense" and "frontier" runs."""
+    by_tok: dict[int, dict[float, list[float]]] = {}
+    for a in res["arms"]:
+        if a["arm"] in ("frontier", "dense") and a.get("val_bpb"):
+            by_tok.setdefault(a["tokens"], {}).setdefault(a["train_flops"], []).append(a["val_bpb"])
+    return {t: sorted((f, sum(v) / len(v)) for f, v in d.items()) for t, d in by_tok.items()}
+
+
+def plot(res: dict, path: Path, zoom: float = 1.35) -> None:
+    """Validation bits per byte against training FLOPs (log x): per token budget the dense
+    frontier (the Pareto envelope of the dense sizes; dominated sizes hollow) and every other
+    arm; the right panel zooms to within a factor ``zoom`` of lyactl's mean FLOPs."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 5))
-    dense_like = [a for a in res["arms"] if a["arm"] in ("frontier", "dense") and a.get("val_bpb")]
-    for tok in sorted({a["tokens"] for a in dense_like}):
-        by_size: dict[float, list[float]] = {}
-        for a in dense_like:
-            if a["tokens"] == tok:  # seeds of one size: plot their mean
-                by_size.setdefault(a["train_flops"], []).append(a["val_bpb"])
-        pts = sorted((f, sum(v) / len(v)) for f, v in by_size.items())
-        ax.plot(*zip(*pts), "o-", color="0.5" if tok < max(a["tokens"] for a in dense_like) else "k",
-                label=f"dense frontier, {tok / 1e6:.0f} M tokens", ms=4)
-    markers = iter("s^vD<>ph*X")
-    for arm in sorted({a["arm"] for a in res["arms"]} - {"frontier", "dense"}):
-        pts = [(a["train_flops"], a["val_bpb"]) for a in res["arms"] if a["arm"] == arm and a.get("val_bpb")]
-        if pts:
-            ax.plot(*zip(*pts), next(markers, "o"), ls="none", ms=7, label=arm)
-    ax.set_xscale("log")
-    ax.set_xlabel("training FLOPs")
-    ax.set_ylabel("validation bits per byte")
-    ax.set_title(f"{res['name']} ({res.get('gpu', '')})")
-    _save(fig, ax, path)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+    sizes = _dense_sizes(res)
+    for ax in axes:
+        for tok, pts in sorted(sizes.items()):
+            color = "0.5" if tok < max(sizes) else "k"
+            front = pareto(pts)
+            ax.plot(*zip(*front), "o-", color=color, ms=4, label=f"dense frontier, {tok / 1e6:.0f} M tokens")
+            if off := [q for q in pts if q not in front]:
+                ax.plot(*zip(*off), "o", mfc="none", color=color, ms=5, label=f"dense, dominated ({tok / 1e6:.0f} M)")
+        markers = iter("s^vD<>ph*XP")
+        for arm in sorted({a["arm"] for a in res["arms"]} - {"frontier", "dense"}):
+            pts = [(a["train_flops"], a["val_bpb"]) for a in res["arms"] if a["arm"] == arm and a.get("val_bpb")]
+            if pts:
+                ax.plot(*zip(*pts), next(markers, "o"), ls="none", ms=7, label=arm)
+        ax.set_xscale("log")
+        ax.set_xlabel("training FLOPs")
+        ax.set_ylabel("validation bits per byte")
+    ly = [a for a in res["arms"] if a["arm"] == "lyactl" and a.get("val_bpb")]
+    if ly:
+        f0 = sum(a["train_flops"] for a in ly) / len(ly)
+        axes[1].set_xlim(f0 / zoom, f0 * zoom)
+        inside = [a["val_bpb"] for a in res["arms"] if f0 / zoom <= a["train_flops"] <= f0 * zoom and a.get("val_bpb")]
+        top = max(a["val_bpb"] for a in ly) + 0.02  # arms far above lyactl stay on the left panel
+        axes[1].set_ylim(min(inside) - 0.005, min(max(inside), top) + 0.005)
+        ticks = [f0 / zoom * zoom ** (2 * k / 4) for k in range(5)]  # 5 log-spaced ticks
+        axes[1].xaxis.set_major_locator(matplotlib.ticker.FixedLocator(ticks))
+        axes[1].xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:.2e}"))
+        axes[1].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        axes[1].set_title(f"near lyactl's compute (x{zoom:g})")
+    axes[0].set_title(f"{res['name']} ({res.get('gpu', '')})")
+    axes[1].grid(alpha=0.3)
+    _save(fig, axes[0], path)
 
 
 def gap_plot(res: dict, path: Path, seed: int = 0, smooth: int = 5) -> None:
@@ -151,13 +186,15 @@ def gap_plot(res: dict, path: Path, seed: int = 0, smooth: int = 5) -> None:
     runs = {a["arm"]: a for a in res["arms"] if a["seed"] == seed and a.get("losses")}
     ref = dict((int(s), v) for s, v in runs["dense"]["losses"])
     fig, ax = plt.subplots(figsize=(7.5, 4))
-    for arm, a in sorted(runs.items()):
-        if arm in ("dense", "frontier"):
-            continue
+    arms = sorted(set(runs) - {"dense", "frontier"})
+    colors = plt.cm.tab20(np.linspace(0, 1, 20))[::2].tolist() + plt.cm.tab20(np.linspace(0, 1, 20))[1::2].tolist()
+    for arm, color in zip(arms, colors):  # more arms than the default cycle's 10 colours
+        a = runs[arm]
         pts = [(int(s), v - ref[int(s)]) for s, v in a["losses"] if int(s) in ref and int(s) > 0]
         x, y = np.array(pts).T
-        k = np.ones(smooth) / smooth
-        ax.plot(x[smooth - 1:], np.convolve(y, k, mode="valid"), label=arm)
+        w = min(smooth, len(y))  # a short run (fewer logged points than the window): a shorter window
+        ax.plot(x[w - 1:], np.convolve(y, np.ones(w) / w, mode="valid"), label=arm, color=color,
+                lw=2.2 if arm == "lyactl" else 1.2)
     ax.axhline(0.0, color="k", lw=0.8)
     ax.set_xlabel("step")
     ax.set_ylabel(f"training loss - dense's (nats, mean of {smooth} logged steps)")
