@@ -72,7 +72,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     todo = with_warmup([j for j in jobs if j["id"] not in done])
     status = run_jobs(todo, devices, args.out, timeout_s=args.timeout, done=done, min_start_s=args.min_start)
     print(json.dumps(status, indent=1))
-    cmd_merge(argparse.Namespace(out=args.out, name=args.name, results=args.results, preset=args.preset))
+    if not args.no_merge:
+        cmd_merge(argparse.Namespace(out=args.out, name=args.name, results=args.results, preset=args.preset))
     return 0 if all(s == "done" for s in status.values()) else 1
 
 
@@ -123,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--min-start", type=float, default=0.0,
                      help="start no job with fewer seconds than this left before --timeout")
     run.add_argument("--bench", action="store_true", help="also run bench_surgery_gpu.py in the queue")
+    run.add_argument("--no-merge", action="store_true",
+                     help="leave the merge (a minute of bootstrap on a large run) to a separate `merge`")
     run.set_defaults(fn=cmd_run)
     job = sub.add_parser("job", help="run one job spec (used by the orchestrator)")
     job.add_argument("spec")
