@@ -96,7 +96,7 @@ def _policy(spec: dict, model: GPT, opt: torch.optim.Optimizer):
             last_decision_step=int(pol["last_frac"] * T), hysteresis=pol["hysteresis"],
             max_groups_per_event=pol["max_groups_per_event"],
             min_steps_between_events=pol["min_steps_between_events"])
-        ctl = Controller(groups, constraints, cfg)
+        ctl = Controller(groups, constraints, cfg, flops_model=loop.backend.flops_model)
     elif pol["kind"] == "freeze":
         steps = np.linspace(pol["start_frac"] * T, pol["end_frac"] * T, pol["layers"])
         sched = [ScheduledEvent(int(s), {}, i + 1) for i, s in enumerate(steps)]

@@ -19,7 +19,7 @@ import numpy as np
 
 from .groups import Constraint, Event, Group, GroupStats
 
-__all__ = ["Backend"]
+__all__ = ["Backend", "FlopsModel", "CountsFlops"]
 
 
 @runtime_checkable
@@ -52,4 +52,28 @@ class Backend(Protocol):
 
     def set_penalty(self, strength: np.ndarray) -> None:
         """Set a per-group sparsity-penalty strength (shape ``[n_groups]``, >= 0)."""
+        ...
+
+
+class FlopsModel(Protocol):
+    """Training FLOPs per token of the model with each group's status applied.
+
+    ``status`` has shape ``[n_groups]`` (int8: 0 active, 1 frozen, 2 pruned, in the order of
+    ``Backend.groups()``). Group costs do not add up when groups overlap (a block of residual
+    channels crosses every head and MLP block: cutting both removes their intersection
+    once), so a backend that knows its shapes can count a hypothetical state exactly. A
+    plain function plugs in. Called a few times per decision event, never per step.
+    """
+
+    def __call__(self, status: np.ndarray) -> float:
+        ...
+
+
+@runtime_checkable
+class CountsFlops(Protocol):
+    """A backend that offers a :class:`FlopsModel` of its model (optional to
+    :class:`Backend`; ``lyactl_torch.TorchBackend`` does)."""
+
+    def flops_model(self, status: np.ndarray) -> float:
+        """Training FLOPs/token with ``status`` applied to the model as it is now."""
         ...

@@ -30,6 +30,7 @@ from lyactl.errors import InvalidArgumentError, bad_arg
 from lyactl.groups import Action, Constraint, Event, Group, GroupKind, GroupStats
 
 from .flops import model_flops_per_token
+from .flops_model import flops_with
 from .freeze import freeze_layer, unfreeze_layer, update_prefix
 from .groups import ArchitectureAdapter, Layout, adapter_for
 from .penalty import ProximalGroupLasso
@@ -114,6 +115,12 @@ class TorchBackend:
 
     def set_penalty(self, strength: np.ndarray) -> None:
         self.prox.set_strength(strength)
+
+    def flops_model(self, status: np.ndarray) -> float:
+        """Training FLOPs/token with ``status`` (0 active, 1 frozen, 2 pruned per group)
+        applied to the model as it is now, counted from the shapes
+        (:func:`~.flops_model.flops_with`; :class:`lyactl.protocol.CountsFlops`)."""
+        return flops_with(self.layout, status)
 
     # ---- structural events --------------------------------------------------------
     def _parts(self, event: Event) -> list[tuple[str, Any]]:

@@ -2,7 +2,8 @@
 
 One call each in user code::
 
-    factory = lambda backend: Controller(backend.groups(), backend.constraints(), ControllerConfig())
+    factory = lambda backend: Controller(backend.groups(), backend.constraints(), ControllerConfig(),
+                                         flops_model=backend.flops_model)
     trainer = transformers.Trainer(..., callbacks=[LyactlCallback(factory, interval=50)])
     trainer = lightning.Trainer(..., callbacks=[LyactlLightningCallback(factory, interval=50)])
 

@@ -93,7 +93,7 @@ def build_controller(cfg: RunConfig, loop: Lyactl) -> Controller:
                             min_steps_between_events=c.min_steps_between_events,
                             cooldown_steps=c.cooldown_steps, allow_prune=c.allow_prune,
                             allow_freeze=c.allow_freeze)
-    return Controller(loop.backend.groups(), loop.backend.constraints(), ccfg)
+    return Controller(loop.backend.groups(), loop.backend.constraints(), ccfg, flops_model=loop.backend.flops_model)
 
 
 class _Tracer:

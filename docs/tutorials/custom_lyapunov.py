@@ -36,7 +36,8 @@ ctl = Lyactl(model, optimizer, None, interval=4, block=32)
 config = ControllerConfig(monitors=cfg, budget=BudgetConfig(target=0.3, total_steps=STEPS, u_max=1.0),
                           warmup_steps=12, last_decision_step=48, hysteresis=2)
 # a role holds only if ALL its monitors hold: here COLLAPSED = shrinking and tiny and small_rms
-ctl.controller = Controller(ctl.backend.groups(), ctl.backend.constraints(), config, monitors=monitors)
+ctl.controller = Controller(ctl.backend.groups(), ctl.backend.constraints(), config, monitors=monitors,
+                            flops_model=ctl.backend.flops_model)
 log = DecisionLog("custom_lyapunov_decisions.jsonl")
 
 data = torch.randint(0, 64, (STEPS, 8, 17), generator=torch.Generator().manual_seed(0))

@@ -27,7 +27,7 @@ optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
 ctl = DistributedLyactl(DDP(model), optimizer, None, interval=4, block=32)
 cfg = ControllerConfig(monitors=MonitorConfig(window=4, lag=1), budget=BudgetConfig(target=0.3, total_steps=STEPS),
                        warmup_steps=8, last_decision_step=32, hysteresis=2)
-ctl.controller = Controller(ctl.backend.groups(), ctl.backend.constraints(), cfg)
+ctl.controller = Controller(ctl.backend.groups(), ctl.backend.constraints(), cfg, flops_model=ctl.backend.flops_model)
 
 gen = torch.Generator().manual_seed(rank)  # each rank its own batches
 for step in range(STEPS):

@@ -17,7 +17,7 @@ data = [{"input_ids": x, "labels": x} for x in torch.randint(0, 64, (64, 16), ge
 def make_controller(backend):
     """Called once with the backend built on the Trainer's model and optimizer."""
     cfg = ControllerConfig(monitors=MonitorConfig(window=3, lag=1), warmup_steps=4, hysteresis=2)
-    return Controller(backend.groups(), backend.constraints(), cfg)
+    return Controller(backend.groups(), backend.constraints(), cfg, flops_model=backend.flops_model)
 
 
 callback = LyactlCallback(make_controller, interval=2, block=32)

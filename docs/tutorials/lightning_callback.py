@@ -26,7 +26,7 @@ class LitGPT(pl.LightningModule):
 
 def make_controller(backend):
     cfg = ControllerConfig(monitors=MonitorConfig(window=3, lag=1), warmup_steps=4, hysteresis=2)
-    return Controller(backend.groups(), backend.constraints(), cfg)
+    return Controller(backend.groups(), backend.constraints(), cfg, flops_model=backend.flops_model)
 
 
 tokens = torch.randint(0, 64, (48, 17), generator=torch.Generator().manual_seed(0))

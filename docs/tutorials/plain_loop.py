@@ -18,7 +18,8 @@ ctl = Lyactl(model, optimizer, None, interval=INTERVAL, block=32)
 config = ControllerConfig(monitors=MonitorConfig(window=4, lag=1),
                           budget=BudgetConfig(target=0.3, total_steps=STEPS, u_max=1.0),
                           warmup_steps=12, last_decision_step=48, hysteresis=2)
-ctl.controller = Controller(ctl.backend.groups(), ctl.backend.constraints(), config)
+ctl.controller = Controller(ctl.backend.groups(), ctl.backend.constraints(), config,
+                            flops_model=ctl.backend.flops_model)  # exact FLOPs of overlapping groups
 log = DecisionLog("plain_loop_decisions.jsonl")
 
 data = torch.randint(0, 64, (STEPS, 8, 17), generator=torch.Generator().manual_seed(0))
