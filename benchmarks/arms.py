@@ -15,6 +15,11 @@ Arms (names are fixed by the results schema):
   training, budget 0.20;
 * ``lyactl-gradual`` (the next design change under test): the same budget reached by a cubic
   ramp of the set-point between 3 % and 30 % of training (several smaller cuts instead of one);
+* ``lyactl-wide`` (the design change after those): start wider than the dense model (12
+  blocks instead of 8) and let lyactl prune it down to the dense model's training FLOPs
+  (budget ``1 - fpt(dense) / fpt(wide)``, set when the job starts); compared with dense at
+  equal compute, it asks whether training wide and pruning beats training the small model;
+  the wide model trained dense is a frontier point;
 * ``random``, ``magnitude``, ``taylor``: lyactl's event schedule (same steps, same number of
   groups of each kind, same frozen prefix) with groups chosen by that rule, no certificates.
 
@@ -54,11 +59,12 @@ PRESETS: dict[str, dict] = {
         "seq_len": 512, "batch": 64, "tokens": 88_000_000, "lr": 1e-3, "warmup": 100,
         "device": "cuda", "bf16": True, "compile": True,
         "dense": {"d_model": 768, "n_layer": 8, "n_head": 12, "mlp_hidden": 3072},
+        "wide": {"d_model": 768, "n_layer": 12, "n_head": 12, "mlp_hidden": 3072},  # lyactl-wide's start
         "seeds": (0, 1, 2),
         # the last two bracket lyactl's compute (0.60 of dense) with the dense model's width
         # and fewer blocks, and with narrower blocks and one fewer (0.66 and 0.64 of dense)
         "frontier": ((256, 4, 4, 1024), (384, 6, 6, 1536), (512, 8, 8, 2048), (768, 8, 12, 3072),
-                     (768, 5, 12, 3072), (640, 7, 10, 2560)),
+                     (768, 5, 12, 3072), (640, 7, 10, 2560), (768, 12, 12, 3072)),
         "frontier_tokens": (88_000_000, 44_000_000),
         "frontier_short": ((512, 8, 8, 2048), (768, 8, 12, 3072)),  # sizes also run at the 2nd budget
         "lyactl": _LYACTL,
@@ -73,6 +79,7 @@ PRESETS: dict[str, dict] = {
         "seq_len": 256, "batch": 4, "tokens": 4 * 256 * 40, "lr": 3e-3, "warmup": 5,
         "device": "cpu", "bf16": False, "compile": False,
         "dense": {"d_model": 64, "n_layer": 2, "n_head": 2, "mlp_hidden": 256},
+        "wide": {"d_model": 64, "n_layer": 3, "n_head": 2, "mlp_hidden": 256},
         "seeds": (0,),
         "frontier": ((32, 1, 1, 128), (64, 2, 2, 256)),
         "frontier_tokens": (4 * 256 * 40, 4 * 256 * 20),
@@ -85,7 +92,7 @@ PRESETS: dict[str, dict] = {
 
 
 _PRIORITY = {"lyactl-s0": 100, "dense-s0": 99, "lyactl-arch-scratch": 90, "small-dense": 90, "dense-short": 90,
-             "random": 89, "magnitude": 89, "taylor": 89, "lyactl-budget25": 85, "lyactl-late": 84, "lyactl-gradual": 84, "lyactl-s1": 80, "dense-s1": 80, "lyactl-s2": 70,
+             "random": 89, "magnitude": 89, "taylor": 89, "lyactl-budget25": 85, "lyactl-late": 84, "lyactl-gradual": 84, "lyactl-wide": 86, "lyactl-s1": 80, "dense-s1": 80, "lyactl-s2": 70,
              "dense-s2": 70, "freeze": 60, "frontier": 50}
 
 
@@ -140,6 +147,11 @@ def plan(preset: dict, stage: str, **paths: str) -> list[dict]:
         if "late" in preset:
             jobs.append(_job(preset, "lyactl-late", 0, dense, T, policy={"kind": "lyactl", **preset["lyactl"],
                                                                           **preset["late"]}))
+        # design change (docs/results.md): start wide, prune to dense's compute
+        if "wide" in preset:
+            for s in preset["seeds"][:2]:
+                jobs.append(_job(preset, "lyactl-wide", s, preset["wide"], T, derive="match-compute", match=dict(dense),
+                                 policy={"kind": "lyactl", **preset["lyactl"]}))
         # design change 1 (docs/results.md): the same saving in several smaller cuts
         if "gradual" in preset:
             jobs.append(_job(preset, "lyactl-gradual", 0, dense, T, policy={"kind": "lyactl", **preset["lyactl"],

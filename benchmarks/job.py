@@ -37,6 +37,9 @@ def _derive(spec: dict, out: Path, vocab: int) -> dict:
     """Fill in model/steps/schedule of a stage-2 arm from lyactl's seed-0 result."""
     if not spec.get("derive"):
         return spec
+    if spec["derive"] == "match-compute":  # prune the wider start down to the matched model's FLOPs/token
+        budget = 1.0 - _fpt(spec | {"model": spec["match"]}, vocab, None, None) / _fpt(spec, vocab, None, None)
+        return spec | {"policy": spec["policy"] | {"budget": budget}}
     src = json.loads((out / f"{spec['source']}.json").read_text())
     tokens_per_step = spec["batch"] * spec["seq_len"]
     target = float(src["train_flops"])

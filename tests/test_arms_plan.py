@@ -79,3 +79,12 @@ def test_the_gradual_arm_ramps_inside_its_decision_window():
     pol = g["policy"]
     assert pol["kind"] == "lyactl" and pol["budget"] == PRESETS["h200"]["lyactl"]["budget"]
     assert pol["warmup_frac"] < pol["ramp_end_frac"] <= pol["last_frac"]
+
+
+def test_the_wide_start_runs_on_two_seeds_and_its_dense_twin_is_a_frontier_point():
+    jobs = _jobs()
+    wide = PRESETS["h200"]["wide"]
+    arms = [j for j in jobs if j["arm"] == "lyactl-wide"]
+    assert {j["seed"] for j in arms} == {0, 1}
+    assert all(j["model"] == wide and j["derive"] == "match-compute" and j["policy"]["kind"] == "lyactl" for j in arms)
+    assert any(j["arm"] == "frontier" and j["model"] == wide and j["steps"] == arms[0]["steps"] for j in jobs)

@@ -15,7 +15,7 @@ pytest.importorskip("torch")
 
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = {"dense", "lyactl", "lyactl-arch-scratch", "small-dense", "dense-short", "random", "magnitude", "taylor",
-        "freeze", "frontier"}
+        "freeze", "frontier", "lyactl-wide"}
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +83,21 @@ def test_small_dense_keeps_the_models_proportions(frac):
         if 1 <= h <= base["n_head"]:
             nb = base | {"n_head": h, "mlp_hidden": 128 * round(h * base["mlp_hidden"] / base["n_head"] / 128)}
             assert abs(got - frac * full) <= abs(_fpt(spec | {"model": nb}, 8192, None, None) - frac * full)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "h200"])
+def test_the_wide_start_is_pruned_to_denses_compute(preset, tmp_path):
+    """lyactl-wide's budget makes the wide model's FLOPs/token, less the saving, dense's."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from arms import PRESETS, plan
+    from job import _derive, _fpt
+
+    spec = next(j for j in plan(PRESETS[preset], "all", work="w", data="d", out="o") if j["arm"] == "lyactl-wide")
+    assert spec["model"] == PRESETS[preset]["wide"] and spec["match"] == PRESETS[preset]["dense"]
+    got = _derive(spec, tmp_path, 1024)
+    wide, dense = _fpt(spec, 1024, None, None), _fpt(spec | {"model": spec["match"]}, 1024, None, None)
+    assert 0 < got["policy"]["budget"] < 1 and dense < wide
+    assert abs(wide * (1 - got["policy"]["budget"]) - dense) <= 1e-9 * dense
 
 
 def test_a_warmup_job_trains_a_few_steps_and_is_left_out_of_the_merge(tmp_path):
