@@ -28,8 +28,11 @@ after that step's forward, so the graph it built would have stale shapes after s
 carries the loss (divided by ``accumulate_grad_batches``: the step's loss is their sum).
 An optimizer step happened iff ``trainer.global_step`` advanced.
 
-Multi-process training through these trainers is refused (their DDP wrappers would have to
-be rebuilt after surgery): use :mod:`lyactl_torch.ddp` in a plain loop.
+Multi-process training: Lightning's DDP strategy is supported (the callback rebuilds the
+strategy's wrapper after surgery, see :func:`LyactlLightningCallback`). Through the HF Trainer
+it is refused: DDP must be rebuilt after surgery, and the Trainer's training loop holds the
+wrapper in a local variable that no callback can replace; use :mod:`lyactl_torch.ddp` in a
+plain loop, or Lightning.
 """
 
 from __future__ import annotations
@@ -99,11 +102,17 @@ class LyactlDriver:
                 return m
         raise UnsupportedModelError(bad_arg("model", "a module containing a model an adapter supports", type(root).__name__))
 
-    def ensure(self, model: nn.Module, optimizer: Any) -> Lyactl:
-        """Build the :class:`Lyactl` (and the controller) on first use."""
+    def ensure(self, model: nn.Module, optimizer: Any, distributed: bool = False) -> Lyactl:
+        """Build the :class:`Lyactl` (and the controller) on first use; ``distributed``: on a
+        :class:`~.ddp.DistributedBackend` (statistics synchronised, so every rank decides alike)."""
         if self.ctl is None:
-            ctl = Lyactl(self.find_model(model), unwrap_optimizer(optimizer), None, interval=self.interval,
-                         on_event=self.on_event, block=self.block, adapters=self.adapters)
+            net, opt = self.find_model(model), unwrap_optimizer(optimizer)
+            backend = None
+            if distributed:
+                from .ddp import DistributedBackend
+                backend = DistributedBackend(net, opt, block=self.block, adapters=self.adapters)
+            ctl = Lyactl(net, opt, None, interval=self.interval, on_event=self.on_event, backend=backend,
+                         block=self.block, adapters=self.adapters)
             ctl.controller = self.factory(ctl.backend)
             self.ctl = ctl
         return self.ctl
@@ -164,7 +173,8 @@ def LyactlCallback(controller_factory: ControllerFactory, interval: int = 50, **
         def on_train_begin(self, args: Any, state: Any, control: Any, model: nn.Module | None = None,
                            optimizer: Any = None, **kw: Any) -> None:
             if getattr(args, "world_size", 1) > 1:
-                raise InvalidArgumentError(bad_arg("TrainingArguments.world_size", "1 (for DDP use lyactl_torch.ddp)", args.world_size))
+                raise InvalidArgumentError(bad_arg("TrainingArguments.world_size", "1 (for DDP: lyactl_torch.ddp in a plain loop, or Lightning)",
+                                                   args.world_size))
             self.driver.ensure(model, optimizer)
             self.handle = model.register_forward_hook(self._keep_loss, with_kwargs=True)
 
@@ -193,8 +203,25 @@ def LyactlCallback(controller_factory: ControllerFactory, interval: int = 50, **
 
 def LyactlLightningCallback(controller_factory: ControllerFactory, interval: int = 50, **driver_kw: Any) -> Any:
     """A ``lightning.pytorch.Callback`` driving lyactl on the first optimizer of the trainer
-    and the first submodule of the LightningModule that an adapter supports (single process)."""
-    driver = LyactlDriver(controller_factory, interval, **driver_kw)
+    and the first submodule of the LightningModule that an adapter supports.
+
+    Under the DDP strategy (several processes) the statistics are synchronised across ranks
+    (:class:`~.ddp.DistributedBackend`: every rank takes the same decisions) and after every
+    structural change the strategy's DDP wrapper is rebuilt (:func:`~.ddp.rebuild_ddp`, with
+    ``find_unused_parameters`` while a frozen prefix exists), before ``on_event``. Other
+    multi-process strategies (FSDP, DeepSpeed) are refused: their sharded parameters cannot
+    be cut in place.
+    """
+    user_on_event = driver_kw.pop("on_event", None)
+    holder: dict[str, Any] = {}
+
+    def on_event(ctl: Lyactl, events: list[Event]) -> None:
+        if "strategy" in holder:
+            _rewrap_ddp(holder["strategy"], ctl)
+        if user_on_event is not None:
+            user_on_event(ctl, events)
+
+    driver = LyactlDriver(controller_factory, interval, on_event=on_event, **driver_kw)
 
     class LyactlLightning(_lightning_base()):
         def __init__(self) -> None:
@@ -202,7 +229,11 @@ def LyactlLightningCallback(controller_factory: ControllerFactory, interval: int
 
         def on_fit_start(self, trainer: Any, pl_module: nn.Module) -> None:
             if trainer.world_size > 1:
-                raise InvalidArgumentError(bad_arg("trainer.world_size", "1 (for DDP use lyactl_torch.ddp)", trainer.world_size))
+                from torch.nn.parallel import DistributedDataParallel as DDP
+                if not isinstance(trainer.strategy.model, DDP):
+                    raise InvalidArgumentError(bad_arg("trainer.strategy", "DDP when world_size > 1",
+                                                       type(trainer.strategy).__name__))
+                holder["strategy"] = trainer.strategy
             self.seen = trainer.global_step
 
         def on_train_batch_end(self, trainer: Any, pl_module: nn.Module, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -211,7 +242,17 @@ def LyactlLightningCallback(controller_factory: ControllerFactory, interval: int
                 self.driver.add_loss(loss, partial=True)  # Lightning divided it by accumulate_grad_batches
             if trainer.global_step > self.seen:
                 self.seen = trainer.global_step
-                self.driver.ensure(pl_module, trainer.optimizers[0])
+                self.driver.ensure(pl_module, trainer.optimizers[0], distributed="strategy" in holder)
                 self.driver.optimizer_step()
 
     return LyactlLightning()
+
+
+def _rewrap_ddp(strategy: Any, ctl: Lyactl) -> None:
+    """Replace the strategy's DDP wrapper by a fresh one over the changed module (all ranks
+    call this at the same step: the decisions are identical)."""
+    from .ddp import rebuild_ddp
+    from .freeze import frozen_prefix
+
+    kw = {"find_unused_parameters": True} if frozen_prefix(ctl.backend.layout) > 0 else {}
+    strategy.model = rebuild_ddp(strategy.model, **kw)
