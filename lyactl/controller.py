@@ -45,7 +45,12 @@ ACTIVE, FROZEN, PRUNED = 0, 1, 2
 
 
 class Controller:
-    """Online prune/freeze controller over fixed groups (indices stable for the run)."""
+    """Online prune/freeze controller over fixed groups (indices stable for the run).
+
+    ``flops_model`` (optional, :class:`~lyactl.protocol.FlopsModel`): the model's FLOPs/token
+    for a vector of group statuses; with it the saved fraction is counted exactly where
+    groups overlap, without it the groups' costs are summed (:meth:`estimated_fraction`).
+    """
 
     def __init__(self, groups: Sequence[Group], constraints: Sequence[Constraint] = (),
                  config: ControllerConfig | None = None, monitors: Sequence[Monitor] | None = None,

@@ -31,6 +31,7 @@ from .groups import Layout, ModelCost
 
 __all__ = ["flops_with"]
 
+
 def flops_with(layout: Layout, status: Sequence[int] | np.ndarray) -> float:
     """Training FLOPs/token with ``status[i]`` (0 active, 1 frozen, 2 pruned) applied to the
     model as it is now. Groups already gone stay gone; a status of "active" does not bring
