@@ -134,7 +134,7 @@ def pi_step(cfg: BudgetConfig, state: PIState, error: float, dt: int) -> PIState
 
 def cheapest_groups(score: np.ndarray | Callable[[], np.ndarray], flops: np.ndarray, gap: float,
                     eligible: np.ndarray, chosen: np.ndarray, cushion: float = 1.25,
-                    max_unit: float = 2.0) -> np.ndarray:
+                    max_unit: float = 2.0, saving: Callable[[np.ndarray], float] | None = None) -> np.ndarray:
     """Top up ``chosen`` with the lowest-``score`` eligible groups until their FLOPs cover ``gap``.
 
     Sticky: groups already chosen (and still eligible) stay chosen, so the penalty keeps
@@ -142,10 +142,13 @@ def cheapest_groups(score: np.ndarray | Callable[[], np.ndarray], flops: np.ndar
     needed is passed over: one whole layer chosen for a small gap would overshoot the
     set-point by most of its size once it collapses and is pruned. One argsort over the
     eligible groups, only when a top-up is needed (``score`` may be a zero-argument callable,
-    then called only then). Returns a new boolean ``[n]`` mask.
+    then called only then). ``saving(mask)``, optional: the FLOPs that pruning the ``mask``
+    groups would save, counted exactly (overlapping groups' ``flops`` over-count their sum);
+    the cover is then checked with it, the top-up found by bisection (O(log n) calls).
+    Returns a new boolean ``[n]`` mask.
     """
     mask = chosen & eligible
-    covered = float(np.dot(flops, mask))
+    covered = float(np.dot(flops, mask)) if saving is None else float(saving(mask))
     if covered >= gap or gap <= 0:
         return mask
     score = score() if callable(score) else score
@@ -153,7 +156,27 @@ def cheapest_groups(score: np.ndarray | Callable[[], np.ndarray], flops: np.ndar
     pool = np.flatnonzero(eligible & ~mask & np.isfinite(score) & (flops > 0) & (flops <= max_unit * need))
     order = pool[np.lexsort((pool, score[pool]))]
     # cover cushion * gap so that a slowly growing gap does not re-sort every report
-    k = np.searchsorted(np.cumsum(flops[order]), need) + 1
+    k = int(np.searchsorted(np.cumsum(flops[order]), need)) + 1
+    if saving is not None:  # the summed cover k is a lower bound; the exact one may need more
+        k = _exact_cover(mask, order, min(k, order.size), cushion * gap, saving)
     out = mask.copy()
     out[order[:k]] = True
     return out
+
+
+def _exact_cover(mask: np.ndarray, order: np.ndarray, k: int, target: float,
+                 saving: Callable[[np.ndarray], float]) -> int:
+    """The smallest ``j >= k`` whose top-up ``mask | order[:j]`` saves ``target`` by
+    ``saving`` (monotone in ``j``: pruning more never costs more), else all of ``order``."""
+    def covers(j: int) -> bool:
+        m = mask.copy()
+        m[order[:j]] = True
+        return float(saving(m)) >= target
+
+    lo, hi = k, order.size
+    if lo >= hi or covers(lo):
+        return lo
+    while hi - lo > 1:  # covers(hi) assumed (or nothing more to add); covers(lo) is False
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if covers(mid) else (mid, hi)
+    return hi

@@ -126,6 +126,14 @@ class Controller:
             self._phi = float(saved) / self.model_flops
         return self._phi
 
+    def _saving(self, extra: np.ndarray) -> float:
+        """FLOPs/token that pruning the ``extra`` groups (mask) would save now, counted by the
+        ``flops_model`` and put on the scale of :meth:`_dense_flops` (the budget's gap)."""
+        status = self.status.copy()
+        now = self._count(status, "flops_model(status)")
+        status[extra] = PRUNED
+        return (now - self._count(status, "flops_model(status)")) * self._dense_flops() / self._f0
+
     def _count(self, status: np.ndarray, what: str) -> float:
         """``flops_model(status)``, required finite (no accounting on non-finite numbers)."""
         f = float(self.flops_model(status))
@@ -365,7 +373,7 @@ class Controller:
             return penalty
         score = lambda: np.abs(stats.gw) / self._flops_floor  # noqa: E731  (only when topping up)
         self.chosen = cheapest_groups(score, self.flops_remove, max(error, 0.0) * self._dense_flops(), eligible,
-                                      self.chosen)
+                                      self.chosen, saving=self._saving if self.flops_model is not None else None)
         # lam_g = u sqrt(n_g): the proximal step then shrinks each coordinate by about
         # eta * u, on the scale of an Adam step (eta per coordinate), so u > 1 out-pushes the
         # optimizer and the group reaches exact zero; a bare u would not scale with the group.

@@ -112,3 +112,34 @@ def test_ramp_validation_names_the_argument():
     for bad in ((10, None), (50, 10), (-1, 10), (0, 200), (0.5, 10)):
         with pytest.raises(InvalidArgumentError, match="ramp_start, ramp_end"):
             BudgetConfig(0.3, total_steps=100, ramp_start=bad[0], ramp_end=bad[1])
+
+
+@settings(max_examples=50, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), gap=st.floats(1.0, 30.0))
+def test_an_exact_saving_count_makes_the_cover_real(seed, gap):
+    """With overlapping groups the summed ``flops`` over-count; given ``saving`` (the exact
+    count) the top-up covers ``cushion * gap`` by it, with as few of the cheapest as that takes."""
+    rng = np.random.default_rng(seed)
+    n = 24
+    flops = rng.uniform(0.5, 3.0, n)
+    score = rng.random(n)
+    overlap = 0.3  # every pair chosen together saves this much less than the sum of the two
+
+    def saving(mask: np.ndarray) -> float:
+        k = int(mask.sum())
+        return max(float(flops[mask].sum()) - overlap * k * (k - 1) / 2 / n, 0.0)
+
+    none = np.zeros(n, bool)
+    summed = cheapest_groups(score, flops, gap, np.ones(n, bool), none, cushion=1.0)
+    exact = cheapest_groups(score, flops, gap, np.ones(n, bool), none, cushion=1.0, saving=saving)
+    assert summed.sum() <= exact.sum() and (summed <= exact).all()  # the exact cover extends the summed one
+    if saving(exact) >= gap:
+        fits = np.flatnonzero(flops <= 2.0 * gap)  # larger units are passed over (max_unit)
+        order = fits[np.argsort(score[fits], kind="stable")]
+        k = int(exact.sum())
+        assert exact[order[:k]].all()  # the cheapest k
+        fewer = none.copy()
+        fewer[order[:k - 1]] = True
+        assert k == summed.sum() or saving(fewer) < gap  # minimal beyond the summed cover
+    else:
+        assert exact.sum() == (flops <= 2.0 * gap).sum()  # not enough: every group that fits
