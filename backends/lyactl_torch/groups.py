@@ -321,18 +321,20 @@ class Layout:
         return [(r.layer >= 0 and r.layer not in blocks) or (r.axis is not None and not set(r.units) <= live[r.axis])
                 for r in self.refs]
 
-    def live_slices(self, axis: AxisSpec) -> list[ParamSlice]:
-        """The slices of ``axis`` whose parameter is in the model now (not in a removed block)."""
-        present = {id(p) for p in self.model.parameters()}
+    def live_slices(self, axis: AxisSpec, present: set[int] | None = None) -> list[ParamSlice]:
+        """The slices of ``axis`` whose parameter is in the model now (not in a removed block);
+        ``present``: the ids of the model's parameters, if the caller has them already."""
+        present = {id(p) for p in self.model.parameters()} if present is None else present
         return [s for s in axis.slices if id(s.param) in present]
 
     def axis_of_param(self) -> dict[int, list[tuple[AxisSpec, ParamSlice]]]:
         """``id(param) -> [(axis, slice), ...]`` over axes whose block is live."""
         out: dict[int, list[tuple[AxisSpec, ParamSlice]]] = {}
+        present = {id(p) for p in self.model.parameters()}  # once, not once per axis
         for axis in self.axes.values():
             if axis.layer >= 0 and not self.layer_live(axis.layer):
                 continue
-            for s in self.live_slices(axis):
+            for s in self.live_slices(axis, present):
                 out.setdefault(id(s.param), []).append((axis, s))
         return out
 
