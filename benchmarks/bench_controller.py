@@ -13,9 +13,9 @@ import time
 
 import numpy as np
 
-from lyactl.budget import BudgetConfig
-from lyactl.controller import Controller, ControllerConfig
-from lyactl.groups import Group, GroupKind, GroupStats
+from lyactl.control.budget import BudgetConfig
+from lyactl.control.controller import Controller, ControllerConfig
+from lyactl.control.groups import Group, GroupKind, GroupStats
 
 N, REPORTS, WARM = 10_000, 200, 20
 

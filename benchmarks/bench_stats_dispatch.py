@@ -27,7 +27,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import lyactl_torch as L
-from lyactl.groups import Action, Decision, Event
+from lyactl.control.groups import Action, Decision, Event
 
 
 class _Count(TorchDispatchMode):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from lyactl.groups import Action, Decision, Event, GroupKind
+from lyactl.control.groups import Action, Decision, Event, GroupKind
 from lyactl_torch.backend import TorchBackend
 from lyactl_torch.flops import model_flops_per_token
 from lyactl_torch.model import GPT, GPTConfig

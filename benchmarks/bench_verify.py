@@ -1,4 +1,4 @@
-"""Time ``lyactl.lyapunov.verify_dlyap`` (dlyap + spectral radius + PD check) on a random
+"""Time ``lyactl.analysis.lyapunov.verify_dlyap`` (dlyap + spectral radius + PD check) on a random
 Schur-stable 200-dimensional system; writes benchmarks/results/verify.json."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lyactl.lyapunov import verify_dlyap
+from lyactl.analysis.lyapunov import verify_dlyap
 from lyactl.verdict import Verdict
 
 __all__ = ["run"]

@@ -57,9 +57,9 @@ def build(steps: int = STEPS, guard_all: bool = True):
     import torch
 
     import lyactl_torch as L
-    from lyactl.controller import Controller, ControllerConfig
-    from lyactl.guard import GuardConfig
-    from lyactl.monitors import MonitorConfig
+    from lyactl.control.controller import Controller, ControllerConfig
+    from lyactl.control.guard import GuardConfig
+    from lyactl.control.monitors import MonitorConfig
     from lyactl_torch.corpus import Batches
     from lyactl_torch.train import TrainConfig, build_optimizer
 
@@ -85,7 +85,7 @@ def build(steps: int = STEPS, guard_all: bool = True):
 
 def summary(res, loop, model) -> dict[str, Any]:
     """What must be identical between a resumed and an uninterrupted run (JSON-ready)."""
-    from lyactl.decision_log import event_to_json
+    from lyactl.control.decision_log import event_to_json
 
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
@@ -108,7 +108,7 @@ def _install_faults(args: argparse.Namespace) -> None:
     """Patch the pause / disk-full points asked for (this process only)."""
     import errno
 
-    import lyactl.atomic as atomic
+    import lyactl.app.atomic as atomic
     from lyactl_torch.backend import TorchBackend
 
     if args.pause_in_event:

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lyactl.baselines import ReplayController, ScheduledEvent, magnitude_scores, random_scores, schedule_from_log, taylor_scores
-from lyactl.budget import BudgetConfig
-from lyactl.controller import Controller, ControllerConfig
+from lyactl.control.baselines import ReplayController, ScheduledEvent, magnitude_scores, random_scores, schedule_from_log, taylor_scores
+from lyactl.control.budget import BudgetConfig
+from lyactl.control.controller import Controller, ControllerConfig
 from lyactl_torch.corpus import Batches, Document
 from lyactl_torch.evaluate import evaluate
 from lyactl_torch.flops import training_flops_per_token

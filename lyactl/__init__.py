@@ -6,8 +6,8 @@ imports torch; the PyTorch adapter lives in the separate package ``lyactl_torch`
 
 from typing import TYPE_CHECKING
 
-from ._version import __version__
-from .errors import (
+from lyactl._version import __version__
+from lyactl.errors import (
     CheckpointError,
     DataFileError,
     InvalidArgumentError,
@@ -17,30 +17,30 @@ from .errors import (
     UnresolvedSymbolError,
     UnsupportedModelError,
 )
-from .groups import Action, Certificate, Constraint, Decision, Event, Group, GroupKind, GroupStats
-from .protocol import Backend
-from .verdict import Evidence, Verdict
+from lyactl.control.groups import Action, Certificate, Constraint, Decision, Event, Group, GroupKind, GroupStats
+from lyactl.control.protocol import Backend
+from lyactl.verdict import Evidence, Verdict
 
 if TYPE_CHECKING:  # the lazily imported engine names, for type checkers and IDEs
-    from .candidates import CallableCandidate, ExprCandidate, LyapunovCandidate, QuadraticCandidate, as_candidate
-    from .common_lyapunov import common_lyapunov, common_lyapunov_over_curvature
-    from .jury import jury_conditions, jury_numeric
-    from .lyapunov import delta_v, quadratic_decrease, verify_decrease, verify_dlyap
-    from .optimizers import OptimizerModel, OptimizerParams, adam, gd, heavy_ball, nesterov
-    from .regions import Region, derive_region
-    from .systems import LinearSystem, NumericSystem, SymbolicSystem
+    from lyactl.analysis.candidates import CallableCandidate, ExprCandidate, LyapunovCandidate, QuadraticCandidate, as_candidate
+    from lyactl.analysis.common_lyapunov import common_lyapunov, common_lyapunov_over_curvature
+    from lyactl.analysis.jury import jury_conditions, jury_numeric
+    from lyactl.analysis.lyapunov import delta_v, quadratic_decrease, verify_decrease, verify_dlyap
+    from lyactl.analysis.optimizers import OptimizerModel, OptimizerParams, adam, gd, heavy_ball, nesterov
+    from lyactl.analysis.regions import Region, derive_region
+    from lyactl.analysis.systems import LinearSystem, NumericSystem, SymbolicSystem
 
 # The engine (systems, optimizer models, candidates, verification) needs sympy, which takes
 # about 0.4 s to import; a training loop that only runs the controller never needs it. Its
 # names are therefore imported on first use (PEP 562), from the module each lives in.
 _ENGINE = {
-    "systems": ("LinearSystem", "NumericSystem", "SymbolicSystem"),
-    "optimizers": ("OptimizerModel", "OptimizerParams", "adam", "gd", "heavy_ball", "nesterov"),
-    "candidates": ("CallableCandidate", "ExprCandidate", "LyapunovCandidate", "QuadraticCandidate", "as_candidate"),
-    "jury": ("jury_conditions", "jury_numeric"),
-    "lyapunov": ("delta_v", "quadratic_decrease", "verify_decrease", "verify_dlyap"),
-    "regions": ("Region", "derive_region"),
-    "common_lyapunov": ("common_lyapunov", "common_lyapunov_over_curvature"),
+    "analysis.systems": ("LinearSystem", "NumericSystem", "SymbolicSystem"),
+    "analysis.optimizers": ("OptimizerModel", "OptimizerParams", "adam", "gd", "heavy_ball", "nesterov"),
+    "analysis.candidates": ("CallableCandidate", "ExprCandidate", "LyapunovCandidate", "QuadraticCandidate", "as_candidate"),
+    "analysis.jury": ("jury_conditions", "jury_numeric"),
+    "analysis.lyapunov": ("delta_v", "quadratic_decrease", "verify_decrease", "verify_dlyap"),
+    "analysis.regions": ("Region", "derive_region"),
+    "analysis.common_lyapunov": ("common_lyapunov", "common_lyapunov_over_curvature"),
 }
 
 
@@ -49,7 +49,7 @@ def __getattr__(name: str) -> object:
         if name in names:
             from importlib import import_module
 
-            value = getattr(import_module(f".{module}", __name__), name)
+            value = getattr(import_module(f"lyactl.{module}"), name)
             globals()[name] = value  # later lookups skip this function
             return value
     raise AttributeError(f"module 'lyactl' has no attribute {name!r}")

@@ -1,8 +1,8 @@
-"""``python -m lyactl`` runs the command-line interface (:func:`lyactl.cli.main`)."""
+"""``python -m lyactl`` runs the command-line interface (:func:`lyactl.app.cli.main`)."""
 
 import sys
 
-from .cli import main
+from lyactl.app.cli import main
 
 __all__: list[str] = []
 

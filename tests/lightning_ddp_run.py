@@ -18,7 +18,7 @@ import lightning.pytorch as pl  # noqa: E402
 from scripted import Out  # noqa: E402
 
 import lyactl_torch as L  # noqa: E402
-from lyactl.groups import Action, Decision, Event, GroupKind  # noqa: E402
+from lyactl.control.groups import Action, Decision, Event, GroupKind  # noqa: E402
 from lyactl_torch.integrations import LyactlLightningCallback  # noqa: E402
 
 

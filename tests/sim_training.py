@@ -5,7 +5,7 @@ Each group is a ``dim``-dimensional block of quadratic modes, loss
 ``g = lam (w - w*) (1 + mult xi) + add zeta`` (xi, zeta standard normal), trained by
 ``gd``, ``heavy_ball`` (``v = beta v + g; w -= eta v``) or ``adamw`` (bias-corrected,
 eps 1e-8); all with decoupled weight decay ``w -= eta wd w``. Every ``interval`` steps one
-:class:`~lyactl.groups.GroupStats` is reported exactly as a backend would.
+:class:`~lyactl.control.groups.GroupStats` is reported exactly as a backend would.
 
 Behaviours (``eta`` the step; parameters chosen per optimizer in :data:`BEHAVIOURS`):
 
@@ -25,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
-from lyactl.groups import Group, GroupKind, GroupStats
+from lyactl.control.groups import Group, GroupKind, GroupStats
 
 __all__ = ["Simulation", "simulate", "BEHAVIOURS", "make_stats"]
 

@@ -18,18 +18,18 @@ import sympy as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lyactl.budget import BudgetConfig
-from lyactl.candidates import CallableCandidate, ExprCandidate, QuadraticCandidate, as_candidate
-from lyactl.cli import main
-from lyactl.controller import ControllerConfig
-from lyactl.decision_log import read_log
+from lyactl.control.budget import BudgetConfig
+from lyactl.analysis.candidates import CallableCandidate, ExprCandidate, QuadraticCandidate, as_candidate
+from lyactl.app.cli import main
+from lyactl.control.controller import ControllerConfig
+from lyactl.control.decision_log import read_log
 from lyactl.errors import (CheckpointError, DataFileError, InvalidArgumentError, LyactlError, NonFiniteError,
                            ShapeError, UnresolvedSymbolError, UnsupportedModelError)
-from lyactl.evaldata import read_jsonl
-from lyactl.guard import GuardConfig
-from lyactl.lyapunov import verify_dlyap
-from lyactl.monitors import MonitorConfig
-from lyactl.systems import as_square_matrix
+from lyactl.app.evaldata import read_jsonl
+from lyactl.control.guard import GuardConfig
+from lyactl.analysis.lyapunov import verify_dlyap
+from lyactl.control.monitors import MonitorConfig
+from lyactl.analysis.systems import as_square_matrix
 
 
 # ---------------------------------------------------------------- CLI: lyactl verify

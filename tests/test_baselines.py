@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lyactl.baselines import (
+from lyactl.control.baselines import (
     ReplayController,
     ScheduledEvent,
     magnitude_scores,
@@ -16,7 +16,7 @@ from lyactl.baselines import (
     taylor_scores,
 )
 from lyactl.errors import InvalidArgumentError
-from lyactl.groups import Action, Constraint, Group, GroupKind, GroupStats
+from lyactl.control.groups import Action, Constraint, Group, GroupKind, GroupStats
 
 
 def _model(n_layers: int = 3, n_heads: int = 4, n_mlp: int = 3):

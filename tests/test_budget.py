@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from lyactl.budget import (BudgetConfig, PIState, cheapest_groups, pi_step, projected_saving, ramp_final_fraction,
+from lyactl.control.budget import (BudgetConfig, PIState, cheapest_groups, pi_step, projected_saving, ramp_final_fraction,
                            required_fraction, setpoint)
 from lyactl.errors import InvalidArgumentError
 

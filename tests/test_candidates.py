@@ -5,7 +5,7 @@ import pytest
 import sympy as sp
 from hypothesis import given, settings, strategies as st
 
-from lyactl.candidates import (CallableCandidate, ExprCandidate, LyapunovCandidate, QuadraticCandidate,
+from lyactl.analysis.candidates import (CallableCandidate, ExprCandidate, LyapunovCandidate, QuadraticCandidate,
                                as_candidate)
 from lyactl.errors import InvalidArgumentError, ShapeError, UnresolvedSymbolError
 

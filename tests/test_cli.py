@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lyactl.cli import build_parser, main
-from lyactl.runconfig import RunConfig, load_run_config, run_config_from_dict
+from lyactl.app.cli import build_parser, main
+from lyactl.app.runconfig import RunConfig, load_run_config, run_config_from_dict
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "data"
 
@@ -140,7 +140,7 @@ def test_eval_on_the_fixtures(trained, tmp_path, capsys):
 
 
 def test_cli_runs_as_a_module_without_torch_for_report(tmp_path):
-    code = "import sys, lyactl.cli; sys.exit(0 if 'torch' not in sys.modules else 3)"
+    code = "import sys, lyactl.app.cli; sys.exit(0 if 'torch' not in sys.modules else 3)"
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
 
 

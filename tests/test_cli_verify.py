@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from lyactl.cli import main
-from lyactl.optimizers import OptimizerParams, adam, gd, heavy_ball, nesterov
+from lyactl.app.cli import main
+from lyactl.analysis.optimizers import OptimizerParams, adam, gd, heavy_ball, nesterov
 
 MODELS = {"gd": gd(), "heavy-ball": heavy_ball(), "nesterov": nesterov(), "adam": adam()}
 

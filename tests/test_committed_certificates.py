@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lyactl.decision_log import verify_certificate
+from lyactl.control.decision_log import verify_certificate
 
 _RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "pretrain_h200.json"
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from lyactl.common_lyapunov import common_lyapunov, common_lyapunov_over_curvature, decrease_margin
+from lyactl.analysis.common_lyapunov import common_lyapunov, common_lyapunov_over_curvature, decrease_margin
 from lyactl.errors import InvalidArgumentError, ShapeError
-from lyactl.optimizers import OptimizerParams, adam, heavy_ball
+from lyactl.analysis.optimizers import OptimizerParams, adam, heavy_ball
 from lyactl.verdict import Verdict
 from strategies import seeds
 

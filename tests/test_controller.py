@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from hypothesis import example, given, settings, strategies as st
 
-from lyactl.budget import BudgetConfig
-from lyactl.controller import Controller, ControllerConfig, FROZEN, PRUNED
-from lyactl.decision_log import verify_certificate
+from lyactl.control.budget import BudgetConfig
+from lyactl.control.controller import Controller, ControllerConfig, FROZEN, PRUNED
+from lyactl.control.decision_log import verify_certificate
 from lyactl.errors import InvalidArgumentError, ShapeError
-from lyactl.groups import Action, Constraint, GroupKind
-from lyactl.guard import GuardConfig
+from lyactl.control.groups import Action, Constraint, GroupKind
+from lyactl.control.guard import GuardConfig
 from lyactl.verdict import Verdict
 from sim_training import simulate
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from lyactl.controller import PRUNED, Controller
+from lyactl.control.controller import PRUNED, Controller
 from lyactl.errors import InvalidArgumentError, NonFiniteError
-from lyactl.groups import Group, GroupKind
+from lyactl.control.groups import Group, GroupKind
 
 N_HEADS, D, HD = 4, 8, 2  # one layer of heads over a residual width of D channels (blocks of 2)
 

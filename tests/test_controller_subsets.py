@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from lyactl.controller import Controller, ControllerConfig
+from lyactl.control.controller import Controller, ControllerConfig
 from lyactl.errors import InvalidArgumentError
-from lyactl.groups import Action, GroupKind
-from lyactl.guard import GuardConfig
-from lyactl.monitors import MonitorConfig, Role, StatsWindow, default_monitors
-from lyactl.user_monitors import Below, user_monitor
+from lyactl.control.groups import Action, GroupKind
+from lyactl.control.guard import GuardConfig
+from lyactl.control.monitors import MonitorConfig, Role, StatsWindow, default_monitors
+from lyactl.control.user_monitors import Below, user_monitor
 from sim_training import BEHAVIOURS, simulate
 
 FAST_GUARD = GuardConfig(window=2, pre_window=4, tol_rel=0.5, z=3.0)

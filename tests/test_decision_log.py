@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from lyactl.controller import Controller, ControllerConfig
-from lyactl.decision_log import DecisionLog, event_from_json, event_to_json, read_log, reverify
+from lyactl.control.controller import Controller, ControllerConfig
+from lyactl.control.decision_log import DecisionLog, event_from_json, event_to_json, read_log, reverify
 from lyactl.errors import DataFileError
-from lyactl.groups import GroupKind
-from lyactl.guard import GuardConfig
+from lyactl.control.groups import GroupKind
+from lyactl.control.guard import GuardConfig
 from sim_training import simulate
 
 

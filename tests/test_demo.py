@@ -10,9 +10,9 @@ pytest.importorskip("torch")
 pytest.importorskip("matplotlib")
 pytest.importorskip("tokenizers")
 
-from lyactl.cli import main
-from lyactl.decision_log import read_log, reverify
-from lyactl.runreport import PLOTS
+from lyactl.app.cli import main
+from lyactl.control.decision_log import read_log, reverify
+from lyactl.app.runreport import PLOTS
 
 ARTEFACTS = ("config.json", "split.json", "tokenizer.json", "decisions.jsonl", "metrics.jsonl", "metrics.csv",
              "traces.json", "summary.json", "dense.pt", "lyactl.pt", "run.log") + PLOTS

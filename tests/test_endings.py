@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lyactl.endings import build_endings_task, split_sentences
+from lyactl.app.endings import build_endings_task, split_sentences
 from lyactl.errors import InvalidArgumentError
-from lyactl.evaldata import read_corpus
+from lyactl.app.evaldata import read_corpus
 
 DATA = Path(__file__).parent / "fixtures" / "data"
 WORDS = ["alpha", "beta", "gamma", "delta", "omega", "river", "stone", "light", "north", "field"]

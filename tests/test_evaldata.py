@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lyactl.errors import DataFileError, InvalidArgumentError
-from lyactl.evaldata import (
+from lyactl.app.evaldata import (
     MMLURow,
     mmlu_items,
     preprocess_hellaswag,

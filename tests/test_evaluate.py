@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lyactl.errors import DataFileError, InvalidArgumentError
-from lyactl.evaldata import read_hellaswag, read_lambada
+from lyactl.app.evaldata import read_hellaswag, read_lambada
 from lyactl_torch.evaluate import bpb_requests, compare, encode_pair, evaluate, run_eval_cli
 from lyactl_torch.tokenizer import load_tokenizer
 
@@ -107,7 +107,7 @@ def test_lambada_scores_equal_hand_computed(model: LowRankBigram, result: dict) 
 
 def test_bpb_equals_hand_computed_and_chunking_convention(model: LowRankBigram, result: dict) -> None:
     per = result["tasks"]["bpb"]["items"]
-    from lyactl.evaldata import read_corpus, split_heldout
+    from lyactl.app.evaldata import read_corpus, split_heldout
 
     docs = split_heldout(read_corpus(DATA / "corpus"))
     total_nll, total_bytes = 0.0, 0

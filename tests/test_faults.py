@@ -1,6 +1,6 @@
 """Fault injection: atomic writes, disk full, corrupt / truncated checkpoints, kill -9.
 
-The in-process tests exercise lyactl.atomic and lyactl_torch.run_state directly; the last
+The in-process tests exercise lyactl.app.atomic and lyactl_torch.run_state directly; the last
 test runs the whole subprocess suite of benchmarks/fault_injection.py (SIGKILL before,
 during and after an event and inside checkpoint writes, ENOSPC, flipped bytes, truncated
 payloads, garbled manifests; each resumed and compared bit for bit with the
@@ -12,11 +12,11 @@ import json
 
 import pytest
 
-import lyactl.atomic as atomic
+import lyactl.app.atomic as atomic
 from lyactl.errors import CheckpointError
 
 
-# ---------------------------------------------------------------- lyactl.atomic (no torch)
+# ---------------------------------------------------------------- lyactl.app.atomic (no torch)
 def test_atomic_write_replaces_whole_file(tmp_path):
     path = tmp_path / "f.json"
     atomic.atomic_write_json(path, {"a": 1})

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from hypothesis import given, settings, strategies as st
 
-from lyactl.controller import ACTIVE, PRUNED, Controller, ControllerConfig
-from lyactl.groups import Decision, Event, Action
-from lyactl.guard import Guard, GuardConfig, trend_fit
+from lyactl.control.controller import ACTIVE, PRUNED, Controller, ControllerConfig
+from lyactl.control.groups import Decision, Event, Action
+from lyactl.control.guard import Guard, GuardConfig, trend_fit
 from sim_training import simulate
 
 EV = Event(0, 100, (Decision(100, "g", 0, Action.PRUNE),))

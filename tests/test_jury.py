@@ -6,7 +6,7 @@ import sympy as sp
 from hypothesis import assume, given, settings, strategies as st
 
 from lyactl.errors import InvalidArgumentError, NonFiniteError
-from lyactl.jury import jury_conditions, jury_expressions, jury_numeric
+from lyactl.analysis.jury import jury_conditions, jury_expressions, jury_numeric
 from lyactl.verdict import Verdict
 
 z = sp.Symbol("z")

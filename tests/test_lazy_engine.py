@@ -22,7 +22,7 @@ def _loaded_after(code: str) -> set[str]:
 
 
 def test_the_controller_path_does_not_import_sympy():
-    assert _loaded_after("import lyactl, lyactl.controller, lyactl.decision_log") == set()
+    assert _loaded_after("import lyactl, lyactl.control.controller, lyactl.control.decision_log") == set()
     assert "sympy" in _loaded_after("import lyactl; lyactl.SymbolicSystem")
 
 

@@ -9,10 +9,10 @@ from hypothesis import given, settings, strategies as st
 from scipy.linalg import solve_discrete_lyapunov
 
 from lyactl.errors import InvalidArgumentError, LyactlError, NonFiniteError, ShapeError
-from lyactl.lyapunov import (delta_v, quadratic_decrease, quadratic_decrease_conditions, sylvester_conditions,
+from lyactl.analysis.lyapunov import (delta_v, quadratic_decrease, quadratic_decrease_conditions, sylvester_conditions,
                              verify_decrease, verify_dlyap)
-from lyactl.optimizers import BETA, ETA, LAM, WD, heavy_ball
-from lyactl.systems import LinearSystem, NumericSystem, SymbolicSystem
+from lyactl.analysis.optimizers import BETA, ETA, LAM, WD, heavy_ball
+from lyactl.analysis.systems import LinearSystem, NumericSystem, SymbolicSystem
 from lyactl.verdict import Verdict
 from strategies import matrix_with_radius, seeds, stable_or_unstable_matrices
 

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lyactl.errors import CheckpointError, ShapeError
-from lyactl.systems import NumericSystem, as_square_matrix
+from lyactl.analysis.systems import NumericSystem, as_square_matrix
 
 rows = st.lists(st.floats(-1e3, 1e3), min_size=1, max_size=4)
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from lyactl.decision_log import evaluate_condition
+from lyactl.control.decision_log import evaluate_condition
 from lyactl.errors import ShapeError
-from lyactl.monitors import MonitorConfig, Role, StatsWindow, default_monitors
+from lyactl.control.monitors import MonitorConfig, Role, StatsWindow, default_monitors
 from sim_training import simulate
 
 CFG = MonitorConfig()

@@ -16,7 +16,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from benchmarks.fault_injection import build  # noqa: E402
-from lyactl.controller import ACTIVE  # noqa: E402
+from lyactl.control.controller import ACTIVE  # noqa: E402
 from lyactl_torch.train import train  # noqa: E402
 
 MLP, HEAD = "blocks.0.mlp.block.0", "blocks.1.attn.head.0"

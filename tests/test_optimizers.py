@@ -7,7 +7,7 @@ import sympy as sp
 from hypothesis import given, settings, strategies as st
 
 from lyactl.errors import InvalidArgumentError, NonFiniteError, ShapeError
-from lyactl.optimizers import ALL_MODELS, BETA, ETA, LAM, WD, OptimizerParams, adam, gd, heavy_ball, nesterov
+from lyactl.analysis.optimizers import ALL_MODELS, BETA, ETA, LAM, WD, OptimizerParams, adam, gd, heavy_ball, nesterov
 
 params = st.builds(OptimizerParams, st.floats(0, 1), st.floats(0, 0.99), st.floats(0, 0.5))
 

@@ -5,8 +5,8 @@ import pytest
 import sympy as sp
 from hypothesis import assume, given, settings
 
-from lyactl.optimizers import ALL_MODELS, ETA, OptimizerParams
-from lyactl.regions import BETA, D, H, derive_region
+from lyactl.analysis.optimizers import ALL_MODELS, ETA, OptimizerParams
+from lyactl.analysis.regions import BETA, D, H, derive_region
 from lyactl.verdict import Verdict
 from strategies import optimizer_points
 

@@ -16,9 +16,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from lyactl.decision_log import event_to_json  # noqa: E402
+from lyactl.control.decision_log import event_to_json  # noqa: E402
 from lyactl.errors import CheckpointError, InvalidArgumentError  # noqa: E402
-from lyactl.groups import Action, Decision, Event  # noqa: E402
+from lyactl.control.groups import Action, Decision, Event  # noqa: E402
 
 import lyactl_torch as L  # noqa: E402
 from lyactl_torch import run_state  # noqa: E402

@@ -13,12 +13,12 @@ import sympy as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lyactl.candidates import ExprCandidate
+from lyactl.analysis.candidates import ExprCandidate
 from lyactl.errors import InvalidArgumentError
-from lyactl.jury import jury_conditions, jury_expressions
-from lyactl.monitors import Role, StatsWindow
-from lyactl.safe_expr import parse_expr, to_sympy
-from lyactl.user_monitors import Below, SympyCandidate, user_monitor
+from lyactl.analysis.jury import jury_conditions, jury_expressions
+from lyactl.control.monitors import Role, StatsWindow
+from lyactl.expr import parse_expr, to_sympy
+from lyactl.control.user_monitors import Below, SympyCandidate, user_monitor
 from sim_training import simulate
 
 NAMES = ("w_sq", "dw_sq", "lr", "gw", "x")

@@ -91,8 +91,8 @@ def test_no_pickle_of_files_and_no_eval():
 def test_string_candidates_do_not_run_code():
     import builtins
 
-    from lyactl.monitors import Role
-    from lyactl.user_monitors import user_monitor
+    from lyactl.control.monitors import Role
+    from lyactl.control.user_monitors import user_monitor
 
     try:
         user_monitor("m", Role.HARMLESS, "__import__('builtins').__setattr__('_LYACTL_PWNED', 1) or w_sq", None)
@@ -123,7 +123,7 @@ def test_training_checkpoint_and_eval_run_offline(no_network, tmp_path):
     torch = pytest.importorskip("torch")
     np = pytest.importorskip("numpy")
     import lyactl_torch as L
-    from lyactl.controller import Controller
+    from lyactl.control.controller import Controller
     from lyactl_torch.corpus import Batches, Document
     from lyactl_torch.evaluate import evaluate
     from lyactl_torch.tokenizer import load_tokenizer

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from lyactl.errors import NonFiniteError, ShapeError
-from lyactl.significance import mcnemar_exact, paired_bootstrap, stderr_mean, stderr_weighted_mean, weighted_mean
+from lyactl.app.significance import mcnemar_exact, paired_bootstrap, stderr_mean, stderr_weighted_mean, weighted_mean
 
 finite = st.floats(-1e3, 1e3, allow_nan=False)
 samples = st.lists(finite, min_size=2, max_size=30)

@@ -10,10 +10,10 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lyactl.controller_config import finite_mask as _finite_mask
-from lyactl.groups import GroupStats
-from lyactl.monitor_library import _remaining_path
-from lyactl.stats_window import StatsWindow
+from lyactl.control.controller_config import finite_mask as _finite_mask
+from lyactl.control.groups import GroupStats
+from lyactl.control.monitor_library import _remaining_path
+from lyactl.control.stats_window import StatsWindow
 
 N, W = 5, 4
 _finite = st.floats(0.0, 1e3, allow_nan=False)

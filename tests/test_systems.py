@@ -7,7 +7,7 @@ import sympy as sp
 from hypothesis import given, settings, strategies as st
 
 from lyactl.errors import InvalidArgumentError, NonFiniteError, ShapeError, UnresolvedSymbolError
-from lyactl.systems import LinearSystem, NumericSystem, SymbolicSystem, as_square_matrix
+from lyactl.analysis.systems import LinearSystem, NumericSystem, SymbolicSystem, as_square_matrix
 
 x, y, a = sp.symbols("x y a", real=True)
 PENDULUM = SymbolicSystem(sp.Matrix([x + 0.1 * y, y - 0.1 * a * sp.sin(x) - 0.05 * y]), (x, y), (), (a,))

@@ -52,7 +52,7 @@ def test_budget_trajectory():
 
 
 def test_ramp_final_fraction():
-    from lyactl.budget import BudgetConfig, ramp_final_fraction
+    from lyactl.control.budget import BudgetConfig, ramp_final_fraction
 
     target, achieved = T.ramp_final_fraction()
     assert achieved == pytest.approx(target, rel=1e-5)  # midpoint sum of a cubic: O(1/n^2)

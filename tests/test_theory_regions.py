@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from lyactl.regions import BETA, H
+from lyactl.analysis.regions import BETA, H
 from theory.optimizer_regions import adam_region, gd_region, heavy_ball_region, nesterov_region
 
 

@@ -8,8 +8,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from lyactl.errors import InvalidArgumentError, ShapeError  # noqa: E402
-from lyactl.groups import Action, Decision, Event  # noqa: E402
-from lyactl.protocol import Backend  # noqa: E402
+from lyactl.control.groups import Action, Decision, Event  # noqa: E402
+from lyactl.control.protocol import Backend  # noqa: E402
 from test_torch_groups import tiny  # noqa: E402
 
 import lyactl_torch as L  # noqa: E402

@@ -5,7 +5,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from lyactl.errors import CheckpointError  # noqa: E402
-from lyactl.groups import Action, Decision, Event  # noqa: E402
+from lyactl.control.groups import Action, Decision, Event  # noqa: E402
 from test_torch_groups import tiny  # noqa: E402
 
 import lyactl_torch as L  # noqa: E402

@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 dist = pytest.importorskip("torch.distributed")
 
-from lyactl.groups import Action, Decision, Event, GroupKind  # noqa: E402
+from lyactl.control.groups import Action, Decision, Event, GroupKind  # noqa: E402
 from scripted import Out  # noqa: E402
 
 STEPS, INTERVAL = 6, 2
@@ -90,7 +90,7 @@ def test_stats_synchronisation_is_a_mean(tmp_path):
     """One process, world size 1: synchronise_stats is the identity (mean of one)."""
     if not dist.is_available() or not dist.is_gloo_available():
         pytest.skip("torch.distributed with gloo is not available")
-    from lyactl.groups import GroupStats
+    from lyactl.control.groups import GroupStats
     from lyactl_torch.ddp import synchronise_stats
 
     dist.init_process_group("gloo", init_method=f"file://{tmp_path}/s", rank=0, world_size=1)

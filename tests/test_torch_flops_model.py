@@ -13,10 +13,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from lyactl.budget import BudgetConfig  # noqa: E402
-from lyactl.controller import FROZEN, PRUNED, Controller, ControllerConfig  # noqa: E402
-from lyactl.groups import Action, Decision, Event, GroupKind  # noqa: E402
-from lyactl.protocol import CountsFlops  # noqa: E402
+from lyactl.control.budget import BudgetConfig  # noqa: E402
+from lyactl.control.controller import FROZEN, PRUNED, Controller, ControllerConfig  # noqa: E402
+from lyactl.control.groups import Action, Decision, Event, GroupKind  # noqa: E402
+from lyactl.control.protocol import CountsFlops  # noqa: E402
 from test_torch_groups import tiny  # noqa: E402
 
 import lyactl_torch as L  # noqa: E402

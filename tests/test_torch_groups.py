@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from lyactl.errors import UnsupportedModelError  # noqa: E402
-from lyactl.groups import GroupKind  # noqa: E402
+from lyactl.control.groups import GroupKind  # noqa: E402
 
 import lyactl_torch as L  # noqa: E402
 from lyactl_torch.groups import ArchitectureAdapter, GPTAdapter, Layout, adapter_for  # noqa: E402
@@ -132,7 +132,7 @@ def test_flops_remove_equals_measured_drop(kind):
     backend = L.TorchBackend(model, opt)
     gi = next(i for i, g in enumerate(backend.groups()) if g.kind is kind)
     before = L.model_flops_per_token(model)
-    from lyactl.groups import Action, Decision, Event
+    from lyactl.control.groups import Action, Decision, Event
     backend.apply(Event(0, 0, (Decision(0, backend.groups()[gi].name, gi, Action.PRUNE),)))
     after = L.model_flops_per_token(model)
     assert math.isclose(before - after, backend.groups()[gi].flops_remove, rel_tol=1e-12)

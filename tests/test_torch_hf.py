@@ -15,7 +15,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 T.logging.set_verbosity_error()
 
 from lyactl.errors import UnsupportedModelError  # noqa: E402
-from lyactl.groups import Action, Decision, Event, GroupKind  # noqa: E402
+from lyactl.control.groups import Action, Decision, Event, GroupKind  # noqa: E402
 
 import lyactl_torch as L  # noqa: E402
 from lyactl_torch import hf  # noqa: E402

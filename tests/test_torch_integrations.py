@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from lyactl.errors import InvalidArgumentError  # noqa: E402
-from lyactl.groups import Action, Decision, Event  # noqa: E402
+from lyactl.control.groups import Action, Decision, Event  # noqa: E402
 
 import lyactl_torch as L  # noqa: E402
 from lyactl_torch import integrations as I  # noqa: E402
@@ -154,7 +154,7 @@ def test_a_ramped_budget_reaches_the_controller():
     """``controller.ramp_end_frac`` in a run config becomes the budget's ramp (steps)."""
     import dataclasses
 
-    from lyactl.runconfig import ControllerSection, RunConfig
+    from lyactl.app.runconfig import ControllerSection, RunConfig
     from lyactl_torch import Lyactl
     from lyactl_torch.runner import build_controller, build_model
 

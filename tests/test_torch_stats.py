@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from lyactl.groups import Action, Decision, Event, GroupKind  # noqa: E402
+from lyactl.control.groups import Action, Decision, Event, GroupKind  # noqa: E402
 from test_torch_groups import reference_masks, tiny  # noqa: E402
 
 import lyactl_torch as L  # noqa: E402

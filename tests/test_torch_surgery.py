@@ -7,7 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from lyactl.errors import InvalidArgumentError  # noqa: E402
-from lyactl.groups import GroupKind  # noqa: E402
+from lyactl.control.groups import GroupKind  # noqa: E402
 from test_torch_groups import reference_masks, tiny, zero_groups  # noqa: E402
 
 from lyactl_torch.groups import GPTAdapter, Layout  # noqa: E402

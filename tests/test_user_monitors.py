@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import sympy
 
-from lyactl.controller import Controller, ControllerConfig
-from lyactl.decision_log import verify_certificate
+from lyactl.control.controller import Controller, ControllerConfig
+from lyactl.control.decision_log import verify_certificate
 from lyactl.errors import InvalidArgumentError
-from lyactl.groups import Action
-from lyactl.monitors import LyapunovMonitor, Monitor, MonitorConfig, Role, StatsWindow, default_monitors
-from lyactl.user_monitors import Below, CallableCandidate, Decreases, SympyCandidate, user_monitor
+from lyactl.control.groups import Action
+from lyactl.control.monitors import LyapunovMonitor, Monitor, MonitorConfig, Role, StatsWindow, default_monitors
+from lyactl.control.user_monitors import Below, CallableCandidate, Decreases, SympyCandidate, user_monitor
 from sim_training import simulate
 
 

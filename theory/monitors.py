@@ -1,4 +1,4 @@
-"""Derivations of the closed forms used by lyactl.monitors and lyactl.budget.
+"""Derivations of the closed forms used by lyactl.control.monitors and lyactl.control.budget.
 
 Each function returns ``(derived, check)``: the value (or expression evaluated at sample
 numbers) obtained symbolically with sympy, and an independent numerical check (direct

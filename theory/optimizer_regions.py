@@ -1,6 +1,6 @@
 """Stability regions of gd, heavy-ball, Nesterov and Adam on a quadratic mode, derived.
 
-Each ``*_region()`` returns ``(region, check)``: ``region`` is the :class:`lyactl.regions.Region`
+Each ``*_region()`` returns ``(region, check)``: ``region`` is the :class:`lyactl.analysis.regions.Region`
 derived by code from the model's update matrix (characteristic polynomial -> Jury ->
 simplification on ``0 <= beta < 1, 0 <= eta*wd < 1``); ``check`` is an independent numeric
 comparison of the closed form with ``max |eig(A)| < 1`` from numpy at seeded random points.
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lyactl.optimizers import OptimizerModel, OptimizerParams, adam, gd, heavy_ball, nesterov
-from lyactl.regions import Region, derive_region
+from lyactl.analysis.optimizers import OptimizerModel, OptimizerParams, adam, gd, heavy_ball, nesterov
+from lyactl.analysis.regions import Region, derive_region
 
 __all__ = ["RegionCheck", "check_region", "gd_region", "heavy_ball_region", "nesterov_region", "adam_region"]
 

@@ -1,4 +1,4 @@
-"""TorchBackend: the :class:`lyactl.protocol.Backend` for PyTorch models.
+"""TorchBackend: the :class:`lyactl.control.protocol.Backend` for PyTorch models.
 
 Ties together group discovery (:mod:`.groups`), statistics (:mod:`.stats`), surgery
 (:mod:`.surgery`), freezing (:mod:`.freeze`) and the proximal penalty (:mod:`.penalty`).
@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from lyactl.errors import InvalidArgumentError, bad_arg
-from lyactl.groups import Action, Constraint, Event, Group, GroupKind, GroupStats
+from lyactl.control.groups import Action, Constraint, Event, Group, GroupKind, GroupStats
 
 from .flops import model_flops_per_token
 from .flops_model import flops_with
@@ -119,7 +119,7 @@ class TorchBackend:
     def flops_model(self, status: np.ndarray) -> float:
         """Training FLOPs/token with ``status`` (0 active, 1 frozen, 2 pruned per group)
         applied to the model as it is now, counted from the shapes
-        (:func:`~.flops_model.flops_with`; :class:`lyactl.protocol.CountsFlops`)."""
+        (:func:`~.flops_model.flops_with`; :class:`lyactl.control.protocol.CountsFlops`)."""
         return flops_with(self.layout, status)
 
     # ---- structural events --------------------------------------------------------

@@ -27,7 +27,7 @@ from typing import Any, Mapping
 
 import torch
 
-from lyactl.decision_log import event_from_json, event_to_json
+from lyactl.control.decision_log import event_from_json, event_to_json
 from lyactl.errors import CheckpointError, InvalidArgumentError, bad_arg
 
 from .freeze import FreezeRecord, update_prefix

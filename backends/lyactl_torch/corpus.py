@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from lyactl.errors import DataFileError, InvalidArgumentError, bad_arg
-from lyactl.evaldata import CorpusDoc, read_corpus
+from lyactl.app.evaldata import CorpusDoc, read_corpus
 
 __all__ = [
     "Document",
@@ -36,7 +36,7 @@ EOT = "<|endoftext|>"
 
 Document = CorpusDoc
 """One corpus document (``src``, ``text``, ``index``, ``line``; ``doc_id`` = ``"<src>:<line>"``):
-the reader of :mod:`lyactl.evaldata` is the one reader of corpus files."""
+the reader of :mod:`lyactl.app.evaldata` is the one reader of corpus files."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class Split:
 
 def load_documents(folder: Path, sources: Sequence[str] | None = None) -> list[Document]:
     """Read every ``<src>.jsonl.xz`` in ``folder`` (or only ``sources``), in sorted order
-    (:func:`lyactl.evaldata.read_corpus`; errors name the file and the line)."""
+    (:func:`lyactl.app.evaldata.read_corpus`; errors name the file and the line)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataFileError(bad_arg("corpus folder", "an existing folder of *.jsonl.xz", str(folder)))

@@ -41,7 +41,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from lyactl.errors import InvalidArgumentError, bad_arg
-from lyactl.groups import Event, GroupStats
+from lyactl.control.groups import Event, GroupStats
 
 from .backend import TorchBackend
 from .freeze import frozen_prefix

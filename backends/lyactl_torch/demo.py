@@ -1,6 +1,6 @@
 """``lyactl demo``: a small GPT trained twice on the shipped corpus, dense and with lyactl.
 
-Both arms use one :class:`~lyactl.runconfig.RunConfig` (same seed, same initial weights, same
+Both arms use one :class:`~lyactl.app.runconfig.RunConfig` (same seed, same initial weights, same
 data order); only the controller differs. The demo prints the comparison table and the
 decisions with their certificates, re-verifies every certificate offline from the decision
 log, and leaves a run folder (see :mod:`lyactl_torch.runner`) with plots.
@@ -28,8 +28,8 @@ from typing import Callable
 
 import torch
 
-from lyactl.runconfig import ControllerSection, DataSection, ModelSection, RunConfig, TrainingSection
-from lyactl.runreport import format_table, load_run, plot_run, reverify_run
+from lyactl.app.runconfig import ControllerSection, DataSection, ModelSection, RunConfig, TrainingSection
+from lyactl.app.runreport import format_table, load_run, plot_run, reverify_run
 
 from .runlog import LOGGER, MetricsLog, write_csv
 from .runner import prepare_data, run_arm, warm_up

@@ -28,10 +28,10 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from lyactl.endings import build_endings_task
+from lyactl.app.endings import build_endings_task
 from lyactl.errors import InvalidArgumentError, NonFiniteError, bad_arg
-from lyactl.evaldata import MCItem, mmlu_items, read_corpus, read_hellaswag, read_lambada, read_mmlu, select_docs, split_heldout
-from lyactl.significance import mcnemar_exact, paired_bootstrap, stderr_mean, stderr_weighted_mean, weighted_mean
+from lyactl.app.evaldata import MCItem, mmlu_items, read_corpus, read_hellaswag, read_lambada, read_mmlu, select_docs, split_heldout
+from lyactl.app.significance import mcnemar_exact, paired_bootstrap, stderr_mean, stderr_weighted_mean, weighted_mean
 
 from .scoring import Request, mc_predictions, score_requests
 from .tokenizer import Tokenizer, load_tokenizer

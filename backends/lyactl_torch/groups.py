@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from lyactl.errors import InvalidArgumentError, UnsupportedModelError, bad_arg
-from lyactl.groups import Constraint, Group, GroupKind
+from lyactl.control.groups import Constraint, Group, GroupKind
 
 from .model import GPT, MLP, Attention, Block, RMSNorm
 

@@ -52,7 +52,7 @@ import torch
 from torch import nn
 
 from lyactl.errors import CheckpointError, UnsupportedModelError, bad_arg
-from lyactl.groups import GroupKind
+from lyactl.control.groups import GroupKind
 
 from .checkpoint import _optimizer_payload, load_weights
 from .freeze import frozen_prefix

@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 from lyactl.errors import InvalidArgumentError, UnsupportedModelError, bad_arg
-from lyactl.groups import Event
+from lyactl.control.groups import Event
 
 from .backend import TorchBackend
 from .groups import ArchitectureAdapter, GPTAdapter

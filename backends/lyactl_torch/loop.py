@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from lyactl.errors import InvalidArgumentError, bad_arg
-from lyactl.groups import Event, GroupStats
+from lyactl.control.groups import Event, GroupStats
 
 from .backend import TorchBackend
 from .groups import ArchitectureAdapter

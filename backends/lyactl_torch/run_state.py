@@ -11,7 +11,7 @@ since :meth:`Batches.batch` is a pure function of the step) is two files:
   measurements so far and any extra plain data;
 * ``F/run-<s:08d>.json``: the manifest ``{"format", "step", "payload", "sha256", "bytes"}``.
 
-Both are written atomically (:func:`lyactl.atomic.atomic_write`), payload first: a
+Both are written atomically (:func:`lyactl.app.atomic.atomic_write`), payload first: a
 checkpoint exists once its manifest does, so a kill at any instant leaves the previous
 checkpoints intact. Loading checks size and SHA-256 *before* parsing; a missing,
 truncated or corrupt checkpoint raises :class:`CheckpointError` naming the file, and
@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lyactl.atomic import atomic_write, atomic_write_json, read_json, remove_stale_temps, sha256_hex
+from lyactl.app.atomic import atomic_write, atomic_write_json, read_json, remove_stale_temps, sha256_hex
 from lyactl.errors import CheckpointError, InvalidArgumentError, bad_arg
 
 from .backend_state import load_loop_values, loop_state, replay_structure

@@ -1,4 +1,4 @@
-"""One run from a :class:`lyactl.runconfig.RunConfig`: data, model, controller, training,
+"""One run from a :class:`lyactl.app.runconfig.RunConfig`: data, model, controller, training,
 validation bits per byte, and the run folder (what ``lyactl train`` and ``lyactl demo`` do).
 
 Run folder (``out``)::
@@ -26,11 +26,11 @@ from typing import Any, Callable
 
 import torch
 
-from lyactl.budget import BudgetConfig
-from lyactl.controller import Controller, ControllerConfig
-from lyactl.decision_log import DecisionLog, encode_array
-from lyactl.monitors import MonitorConfig
-from lyactl.runconfig import DEMO_CORPUS, RunConfig
+from lyactl.control.budget import BudgetConfig
+from lyactl.control.controller import Controller, ControllerConfig
+from lyactl.control.decision_log import DecisionLog, encode_array
+from lyactl.control.monitors import MonitorConfig
+from lyactl.app.runconfig import DEMO_CORPUS, RunConfig
 
 from .checkpoint import save
 from .corpus import Batches, Split, encode_documents, load_documents, split_documents, train_bpe

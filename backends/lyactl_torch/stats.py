@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lyactl.groups import GroupStats
+from lyactl.control.groups import GroupStats
 
 from .groups import Layout
 

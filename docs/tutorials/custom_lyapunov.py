@@ -5,11 +5,11 @@ import numpy as np
 import sympy
 import torch
 
-from lyactl.budget import BudgetConfig
-from lyactl.controller import Controller, ControllerConfig
-from lyactl.decision_log import DecisionLog, reverify
-from lyactl.monitors import MonitorConfig, Role, contribution_monitor, convergence_monitor, movement_monitor
-from lyactl.user_monitors import Below, Decreases, user_monitor
+from lyactl.control.budget import BudgetConfig
+from lyactl.control.controller import Controller, ControllerConfig
+from lyactl.control.decision_log import DecisionLog, reverify
+from lyactl.control.monitors import MonitorConfig, Role, contribution_monitor, convergence_monitor, movement_monitor
+from lyactl.control.user_monitors import Below, Decreases, user_monitor
 from lyactl_torch import GPT, GPTConfig, Lyactl
 
 # Symbolic: V = w_sq + dw_sq (squared norm plus squared last displacement). The group counts

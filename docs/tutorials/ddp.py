@@ -10,9 +10,9 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from lyactl.budget import BudgetConfig
-from lyactl.controller import Controller, ControllerConfig
-from lyactl.monitors import MonitorConfig
+from lyactl.control.budget import BudgetConfig
+from lyactl.control.controller import Controller, ControllerConfig
+from lyactl.control.monitors import MonitorConfig
 from lyactl_torch import GPT, GPTConfig
 from lyactl_torch.ddp import DistributedLyactl
 

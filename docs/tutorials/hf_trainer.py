@@ -3,8 +3,8 @@
 import torch
 import transformers as T
 
-from lyactl.controller import Controller, ControllerConfig
-from lyactl.monitors import MonitorConfig
+from lyactl.control.controller import Controller, ControllerConfig
+from lyactl.control.monitors import MonitorConfig
 from lyactl_torch.integrations import LyactlCallback
 
 T.logging.set_verbosity_error()

@@ -3,8 +3,8 @@
 import lightning.pytorch as pl
 import torch
 
-from lyactl.controller import Controller, ControllerConfig
-from lyactl.monitors import MonitorConfig
+from lyactl.control.controller import Controller, ControllerConfig
+from lyactl.control.monitors import MonitorConfig
 from lyactl_torch import GPT, GPTConfig
 from lyactl_torch.integrations import LyactlLightningCallback
 

@@ -2,10 +2,10 @@
 
 import torch
 
-from lyactl.budget import BudgetConfig
-from lyactl.controller import Controller, ControllerConfig
-from lyactl.decision_log import DecisionLog, reverify
-from lyactl.monitors import MonitorConfig
+from lyactl.control.budget import BudgetConfig
+from lyactl.control.controller import Controller, ControllerConfig
+from lyactl.control.decision_log import DecisionLog, reverify
+from lyactl.control.monitors import MonitorConfig
 from lyactl_torch import GPT, GPTConfig, Lyactl
 
 STEPS, INTERVAL = 60, 4

@@ -9,7 +9,7 @@ for the statistics a monitor asks about, the successive ratios
 
 :meth:`StatsWindow.columns` gives a :class:`ColumnWindow`: the same reading interface
 (:class:`Window`) over a subset of the groups, so a monitor can be evaluated only where its
-verdict can change a decision (the controller does that, see :mod:`lyactl.controller`).
+verdict can change a decision (the controller does that, see :mod:`lyactl.control.controller`).
 Monitors read windows only through :class:`Window`.
 """
 
@@ -20,8 +20,8 @@ from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 
-from .errors import InvalidArgumentError, ShapeError, bad_arg
-from .groups import STAT_FIELDS, GroupStats
+from lyactl.errors import InvalidArgumentError, ShapeError, bad_arg
+from lyactl.control.groups import STAT_FIELDS, GroupStats
 
 __all__ = ["Window", "StatsWindow", "ColumnWindow", "WINDOW_FIELDS", "TINY"]
 
@@ -192,7 +192,7 @@ class StatsWindow:
             self._buf[f][:, mask] = np.nan
 
     def state_dict(self) -> dict[str, Any]:
-        from .decision_log import encode_array  # one JSON encoding for the package
+        from lyactl.control.decision_log import encode_array  # one JSON encoding for the package
 
         return {"n_groups": self.n_groups, "length": self.length, "curv_factor": self.curv_factor,
                 "head": self.head, "count": self.count, "peak_w_sq": encode_array(self.peak_w_sq),
@@ -200,7 +200,7 @@ class StatsWindow:
                 "scal": {s: encode_array(self.scalar(s)) for s in _SCALARS}}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        from .decision_log import decode_array
+        from lyactl.control.decision_log import decode_array
 
         if state["n_groups"] != self.n_groups or state["length"] != self.length:
             raise ShapeError(bad_arg("StatsWindow state", f"n_groups={self.n_groups}, length={self.length}",

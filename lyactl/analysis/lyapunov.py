@@ -7,7 +7,7 @@ Three routes, each answering :class:`Evidence` (three-valued verdict, margin, co
 * :func:`quadratic_decrease` -- quadratic ``V = x^T P x`` on ``x+ = A x`` (numeric or sympy):
   ``Delta V = x^T (A^T P A - P) x``, negative definite iff every leading principal minor of
   ``P - A^T P A`` is positive (Sylvester); symbolic minors become conditions on parameters.
-* :func:`verify_decrease`   -- any system and any candidate (see :mod:`lyactl.candidates`):
+* :func:`verify_decrease`   -- any system and any candidate (see :mod:`lyactl.analysis.candidates`):
   exact when the pair is (linear, quadratic) or the symbolic ``Delta V`` is a quadratic form;
   otherwise a seeded search for a counterexample (found: FAILS; none: UNKNOWN, never HOLDS).
 """
@@ -20,10 +20,10 @@ from typing import Mapping
 import numpy as np
 import sympy as sp
 
-from .candidates import LyapunovCandidate, QuadraticCandidate, as_candidate
-from .errors import InvalidArgumentError, LyactlError, ShapeError, UnresolvedSymbolError, bad_arg
-from .systems import LinearSystem, NumericSystem, SymbolicSystem, as_square_matrix, spectral_radius
-from .verdict import Evidence, Verdict, verdict_from_margin
+from lyactl.analysis.candidates import LyapunovCandidate, QuadraticCandidate, as_candidate
+from lyactl.errors import InvalidArgumentError, LyactlError, ShapeError, UnresolvedSymbolError, bad_arg
+from lyactl.analysis.systems import LinearSystem, NumericSystem, SymbolicSystem, as_square_matrix, spectral_radius
+from lyactl.verdict import Evidence, Verdict, verdict_from_margin
 
 __all__ = [
     "delta_v",
@@ -122,7 +122,9 @@ def verify_dlyap(A: np.ndarray, Q: np.ndarray | None = None, tol: float = 1e-9) 
     margin = 1.0 - rho
     try:
         P = np.asarray(control.dlyap(A.T, Q), dtype=np.float64)
-    except (ValueError, np.linalg.LinAlgError, ArithmeticError) as exc:  # eigenvalues with l_i l_j = 1
+    # eigenvalues with l_i l_j = 1; with slycot installed python-control raises SlycotError, a
+    # RuntimeError, where its scipy path raises LinAlgError: both mean "no unique solution"
+    except (ValueError, np.linalg.LinAlgError, ArithmeticError, RuntimeError) as exc:
         return Evidence(Verdict.UNKNOWN, "dlyap", margin, ("A^T P A - P = -Q",), {},
                         {"error": str(exc)[:200], "spectral_radius": rho})
     P = (P + P.T) / 2

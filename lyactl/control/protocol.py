@@ -17,7 +17,7 @@ from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from .groups import Constraint, Event, Group, GroupStats
+from lyactl.control.groups import Constraint, Event, Group, GroupStats
 
 __all__ = ["Backend", "FlopsModel", "CountsFlops"]
 

@@ -22,9 +22,9 @@ from typing import Sequence
 import numpy as np
 import sympy as sp
 
-from .errors import InvalidArgumentError, NonFiniteError, bad_arg
-from .safe_expr import parse_expr, to_sympy
-from .verdict import Evidence, Verdict
+from lyactl.errors import InvalidArgumentError, NonFiniteError, bad_arg
+from lyactl.expr import parse_expr, to_sympy
+from lyactl.verdict import Evidence, Verdict
 
 __all__ = ["jury_expressions", "jury_conditions", "jury_numeric"]
 

@@ -18,8 +18,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .decision_log import ReverifyReport, read_log, reverify
-from .errors import DataFileError, bad_arg
+from lyactl.control.decision_log import ReverifyReport, read_log, reverify
+from lyactl.errors import DataFileError, bad_arg
 
 __all__ = ["load_run", "format_table", "plot_run", "reverify_run", "PLOTS"]
 

@@ -20,9 +20,9 @@ from typing import Callable
 
 import numpy as np
 
-from ._version import __version__
-from .errors import LyactlError
-from .optimizers import OptimizerModel, OptimizerParams, adam, gd, heavy_ball, nesterov
+from lyactl._version import __version__
+from lyactl.errors import LyactlError
+from lyactl.analysis.optimizers import OptimizerModel, OptimizerParams, adam, gd, heavy_ball, nesterov
 
 __all__ = ["main", "build_parser"]
 
@@ -146,7 +146,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from .runconfig import load_run_config
+    from lyactl.app.runconfig import load_run_config
 
     cfg = load_run_config(args.config)
     from lyactl_torch.demo import run_demo
@@ -187,7 +187,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    from .runreport import format_table, load_run, plot_run, reverify_run
+    from lyactl.app.runreport import format_table, load_run, plot_run, reverify_run
 
     run = load_run(args.run_dir)
     plots = plot_run(args.run_dir, run)
@@ -221,7 +221,7 @@ def _run_verify(args: argparse.Namespace) -> int:
             raise _UsageError("--momentum: gd has no momentum; use heavy-ball or nesterov")
         beta = 0.0 if args.momentum is None else args.momentum
     p = _params(args.lr, beta, args.weight_decay)
-    from .regions import derive_region
+    from lyactl.analysis.regions import derive_region
 
     model = _OPTIMIZERS[args.optimizer]()
     region = derive_region(model)
@@ -246,7 +246,7 @@ def _params(eta: float, beta: float, wd: float) -> OptimizerParams:
 
 
 def _verify_matrix(args: argparse.Namespace) -> int:
-    from .lyapunov import verify_dlyap
+    from lyactl.analysis.lyapunov import verify_dlyap
 
     extra = [n for n in ("lr", "curvature", "momentum", "beta1") if getattr(args, n) is not None]
     if extra:
@@ -263,7 +263,7 @@ def _verify_matrix(args: argparse.Namespace) -> int:
 
 
 def _load_matrix(path: Path) -> np.ndarray:
-    from .errors import DataFileError
+    from lyactl.errors import DataFileError
 
     if not path.is_file():
         raise _UsageError(f"--matrix: expected an existing file, found {str(path)!r}")
@@ -274,7 +274,7 @@ def _load_matrix(path: Path) -> np.ndarray:
             A = np.array(json.loads(path.read_text()))
     except (ValueError, OSError) as exc:
         raise DataFileError(f"--matrix: expected a JSON list of lists or a .npy array in {path}: {exc}") from exc
-    from .systems import as_square_matrix
+    from lyactl.analysis.systems import as_square_matrix
 
     try:
         return as_square_matrix(A, "--matrix")
@@ -287,7 +287,7 @@ def _num(x: float) -> float | None:
 
 
 def _pretty(expr: object) -> str:
-    from .regions import _pretty as pretty_rel
+    from lyactl.analysis.regions import _pretty as pretty_rel
 
     return pretty_rel(expr)
 

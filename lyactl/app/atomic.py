@@ -25,7 +25,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError, bad_arg
+from lyactl.errors import CheckpointError, bad_arg
 
 __all__ = ["atomic_write", "atomic_write_json", "sha256_hex", "sha256_file", "read_json", "remove_stale_temps"]
 

@@ -21,8 +21,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .errors import InvalidArgumentError, bad_arg
-from .groups import Event
+from lyactl.errors import InvalidArgumentError, bad_arg
+from lyactl.control.groups import Event
 
 __all__ = ["GuardConfig", "Guard", "trend_fit"]
 
@@ -103,7 +103,7 @@ class Guard:
         return restores, releases
 
     def state_dict(self) -> dict[str, Any]:
-        from .decision_log import encode_array, event_to_json
+        from lyactl.control.decision_log import encode_array, event_to_json
 
         return {"history": [encode_array(np.array(h, float)) for h in self.history],
                 "watches": [{"signal": w["signal"], "fit": encode_array(np.array([w["a"], w["b"], w["sigma"]])),
@@ -112,7 +112,7 @@ class Guard:
                             for w in self.watches]}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        from .decision_log import decode_array, event_from_json
+        from lyactl.control.decision_log import decode_array, event_from_json
 
         self.history = [(int(h[0]), float(h[1]), float(h[2])) for h in map(decode_array, state["history"])]
         self.watches = []

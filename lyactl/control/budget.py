@@ -38,7 +38,7 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import InvalidArgumentError, bad_arg
+from lyactl.errors import InvalidArgumentError, bad_arg
 
 __all__ = ["BudgetConfig", "PIState", "required_fraction", "ramp_final_fraction", "setpoint", "projected_saving",
            "pi_step", "cheapest_groups"]

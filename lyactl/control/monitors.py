@@ -5,15 +5,15 @@ A monitor is a Lyapunov certificate evaluated for all groups at once: a *candida
 window of ``V`` (e.g. ``V`` contracts geometrically) whose signed margin is positive
 exactly when the certificate holds. Every monitor, built-in or user-made, is a
 :class:`LyapunovMonitor` (candidate + condition) behind the :class:`Monitor` protocol.
-The window itself is :class:`~lyactl.stats_window.StatsWindow`; the built-in candidates
-and conditions live in :mod:`lyactl.monitor_library` (both re-exported here).
+The window itself is :class:`~lyactl.control.stats_window.StatsWindow`; the built-in candidates
+and conditions live in :mod:`lyactl.control.monitor_library` (both re-exported here).
 
 Conditions are also written out as text, one statement per ``;``::
 
     r_hat := Max(sqrt(V_1/(V_0 + tiny)), ...); r_max - r_hat > 0
 
 so that every certificate can be re-verified offline from its logged numbers
-(:func:`lyactl.decision_log.reverify`). Derivations of every closed form used here live
+(:func:`lyactl.control.decision_log.reverify`). Derivations of every closed form used here live
 in ``theory/monitors.py``.
 
 The built-in monitors (roles in brackets; the controller's decision rule is
@@ -43,12 +43,12 @@ from typing import Any, Callable, Iterator, Mapping, Protocol, runtime_checkable
 
 import numpy as np
 
-from .errors import InvalidArgumentError, ShapeError, bad_arg
-from .groups import Certificate
-from .monitor_library import (BelowTolerance, Collapses, ContributionCandidate, Contracts, LossMoveBound,
+from lyactl.errors import InvalidArgumentError, ShapeError, bad_arg
+from lyactl.control.groups import Certificate
+from lyactl.control.monitor_library import (BelowTolerance, Collapses, ContributionCandidate, Contracts, LossMoveBound,
                               StatCandidate, Tolerance)
-from .stats_window import TINY, WINDOW_FIELDS, ColumnWindow, StatsWindow, Window
-from .verdict import Verdict
+from lyactl.control.stats_window import TINY, WINDOW_FIELDS, ColumnWindow, StatsWindow, Window
+from lyactl.verdict import Verdict
 
 __all__ = [
     "Role",
@@ -190,7 +190,7 @@ class Monitor(Protocol):
 
     Column-wise: a group's margin depends on its own statistics and the per-report scalars
     only. The controller evaluates HARMLESS and BOUNDED monitors on a
-    :class:`~lyactl.stats_window.ColumnWindow` of the groups where they can change a decision.
+    :class:`~lyactl.control.stats_window.ColumnWindow` of the groups where they can change a decision.
     """
 
     name: str

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from .errors import DataFileError, InvalidArgumentError, bad_arg
+from lyactl.errors import DataFileError, InvalidArgumentError, bad_arg
 
 __all__ = [
     "MCItem",

@@ -23,7 +23,7 @@ import random
 import re
 from typing import Any, Mapping, Sequence
 
-from .errors import InvalidArgumentError, bad_arg
+from lyactl.errors import InvalidArgumentError, bad_arg
 
 __all__ = ["split_sentences", "build_endings_task"]
 

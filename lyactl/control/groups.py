@@ -20,8 +20,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .errors import InvalidArgumentError, NonFiniteError, ShapeError, bad_arg
-from .verdict import Verdict
+from lyactl.errors import InvalidArgumentError, NonFiniteError, ShapeError, bad_arg
+from lyactl.verdict import Verdict
 
 __all__ = [
     "GroupKind",

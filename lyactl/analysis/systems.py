@@ -22,7 +22,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import sympy as sp
 
-from .errors import InvalidArgumentError, NonFiniteError, ShapeError, UnresolvedSymbolError, bad_arg
+from lyactl.errors import InvalidArgumentError, NonFiniteError, ShapeError, UnresolvedSymbolError, bad_arg
 
 __all__ = [
     "as_square_matrix",

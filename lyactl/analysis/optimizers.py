@@ -35,8 +35,8 @@ from typing import Callable
 import numpy as np
 import sympy as sp
 
-from .errors import InvalidArgumentError, NonFiniteError, ShapeError, bad_arg
-from .systems import LinearSystem, SymbolicSystem
+from lyactl.errors import InvalidArgumentError, NonFiniteError, ShapeError, bad_arg
+from lyactl.analysis.systems import LinearSystem, SymbolicSystem
 
 __all__ = [
     "ETA", "LAM", "BETA", "WD",

@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 from scipy import stats
 
-from .errors import InvalidArgumentError, NonFiniteError, ShapeError, bad_arg
+from lyactl.errors import InvalidArgumentError, NonFiniteError, ShapeError, bad_arg
 
 __all__ = [
     "PairedDiff",

@@ -1,4 +1,4 @@
-"""Candidates and conditions of the built-in monitors (see :mod:`lyactl.monitors`).
+"""Candidates and conditions of the built-in monitors (see :mod:`lyactl.control.monitors`).
 
 (a) :class:`Contracts` on ``V_k = dw_sq_k``: all successive ratios
     ``sqrt(V_{k+1}/V_k) <= r_max < 1``;
@@ -14,7 +14,7 @@
 ``tol_abs``), see :class:`Tolerance`.
 Derivations of every closed form live in ``theory/monitors.py``. Reductions over the
 window that several monitors need (max ratios, ``r_hat``, ``R``) are computed once per
-report through :meth:`~lyactl.stats_window.StatsWindow.cached`.
+report through :meth:`~lyactl.control.stats_window.StatsWindow.cached`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .stats_window import TINY, Window
+from lyactl.control.stats_window import TINY, Window
 
 __all__ = ["StatCandidate", "ContributionCandidate", "Tolerance", "Contracts", "Collapses", "LossMoveBound",
            "BelowTolerance"]
@@ -205,7 +205,7 @@ class Collapses:
 class LossMoveBound:
     """(c) with ``V = dw_sq``: ``r_hat <= r_max`` and ``|g| R + curv R^2/2 < tol``, where
     ``|g|``, ``curv`` are those of the newest report (``curv_used``, see
-    :class:`~lyactl.stats_window.StatsWindow`)."""
+    :class:`~lyactl.control.stats_window.StatsWindow`)."""
 
     r_max: float = 0.9
     tolerance: Tolerance = Tolerance()

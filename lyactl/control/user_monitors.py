@@ -1,7 +1,7 @@
 """Monitors from a user's own Lyapunov candidate over a group's statistics.
 
 A user gives a candidate ``V`` over named statistics, either a sympy expression or a
-string holding one (parsed by :func:`lyactl.safe_expr.parse_expr`, which runs no code)::
+string holding one (parsed by :func:`lyactl.expr.parse_expr`, which runs no code)::
 
     V = "w_sq + dw_sq / lr"                          # symbols: statistics or scalars
 
@@ -9,7 +9,7 @@ or a plain callable taking the window arrays (a dict ``name -> [W, n_groups]``) 
 returning ``[W, n_groups]``; plus the condition that makes it a certificate, e.g.
 :class:`Decreases` (``V_{k+1} <= (1 - alpha) V_k`` over the whole window, i.e.
 ``Delta V <= -alpha V``) or :class:`Below` (``V_last < bound``). :func:`user_monitor`
-returns a :class:`~lyactl.monitors.LyapunovMonitor`, exactly the type of the built-in
+returns a :class:`~lyactl.control.monitors.LyapunovMonitor`, exactly the type of the built-in
 monitors, so it drives decisions the same way (pass it in the controller's monitors).
 
 Symbols a sympy candidate may use: the per-group statistics ``w_sq, dw_sq, g_sq, gw,
@@ -26,11 +26,11 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import sympy
 
-from .errors import InvalidArgumentError, bad_arg
-from .safe_expr import to_sympy
-from .monitor_library import _max_ratio, _ratio_text
-from .monitors import LyapunovMonitor, Role
-from .stats_window import _SCALARS, TINY, WINDOW_FIELDS, Window
+from lyactl.errors import InvalidArgumentError, bad_arg
+from lyactl.expr import to_sympy
+from lyactl.control.monitor_library import _max_ratio, _ratio_text
+from lyactl.control.monitors import LyapunovMonitor, Role
+from lyactl.control.stats_window import _SCALARS, TINY, WINDOW_FIELDS, Window
 
 __all__ = ["SympyCandidate", "CallableCandidate", "Decreases", "Below", "user_monitor", "window_arrays"]
 
@@ -53,7 +53,7 @@ def window_arrays(window: Window, names: tuple[str, ...] = _KNOWN) -> dict[str, 
 class SympyCandidate:
     """``V_k = expr(statistics of report k)``; compiled once with ``sympy.lambdify``.
 
-    ``expr`` is a sympy expression or a string (parsed safely, see :mod:`lyactl.safe_expr`)."""
+    ``expr`` is a sympy expression or a string (parsed safely, see :mod:`lyactl.expr`)."""
 
     expr: sympy.Expr
     name: str = "user"
@@ -147,5 +147,5 @@ def user_monitor(name: str, role: Role, candidate: Any, condition: Any) -> Lyapu
     elif callable(candidate) and not hasattr(candidate, "values"):
         candidate = CallableCandidate(candidate, name)
     if not isinstance(role, Role):
-        raise InvalidArgumentError(bad_arg("user_monitor.role", "a lyactl.monitors.Role", role))
+        raise InvalidArgumentError(bad_arg("user_monitor.role", "a lyactl.control.monitors.Role", role))
     return LyapunovMonitor(name, role, candidate, condition)

@@ -1,6 +1,6 @@
 """The controller's values: its validated configuration and what one report returns.
 
-Kept apart from :mod:`lyactl.controller` (which re-exports both) so that the controller
+Kept apart from :mod:`lyactl.control.controller` (which re-exports both) so that the controller
 module holds the decision loop alone.
 """
 
@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .budget import BudgetConfig
-from .errors import InvalidArgumentError, bad_arg
-from .groups import Event, GroupStats
-from .guard import GuardConfig
-from .monitors import MonitorConfig
+from lyactl.control.budget import BudgetConfig
+from lyactl.errors import InvalidArgumentError, bad_arg
+from lyactl.control.groups import Event, GroupStats
+from lyactl.control.guard import GuardConfig
+from lyactl.control.monitors import MonitorConfig
 
 __all__ = ["ControllerConfig", "ControlOutput", "finite_mask"]
 
@@ -59,7 +59,7 @@ class ControllerConfig:
 
 @dataclass(frozen=True)
 class ControlOutput:
-    """What the backend does after one report (see :mod:`lyactl.protocol`)."""
+    """What the backend does after one report (see :mod:`lyactl.control.protocol`)."""
 
     events: tuple[Event, ...]
     restores: tuple[Event, ...]

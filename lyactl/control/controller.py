@@ -6,7 +6,7 @@ only the groups actually decided are visited in Python):
 1. validate shapes (:class:`~lyactl.errors.ShapeError` names the field); a non-finite loss
    or learning rate holds the whole controller (``held=True``, no events, zero penalty);
 2. statistics of pruned groups are ignored (backends report NaN for them);
-3. the decision rule (:mod:`lyactl.decision_rule`): every monitor is evaluated (HARMLESS and
+3. the decision rule (:mod:`lyactl.control.decision_rule`): every monitor is evaluated (HARMLESS and
    BOUNDED ones only where they can change a decision); ``prune_ok = COLLAPSED or
    (CONVERGED and HARMLESS)``, ``freeze_ok = CONVERGED and BOUNDED`` (GroupKind.LAYER
    only). Non-finite statistics give NaN margins: UNKNOWN, never a decision;
@@ -19,7 +19,7 @@ only the groups actually decided are visited in Python):
    inside a block whose LAYER group is pruned go with it (no decision, no FLOPs counted twice);
 7. the guard turns loss rises after an event into restores (plus a cool-down);
 8. with a budget, a PI actuator sets a sparsity penalty on the cheapest-to-lose groups
-   (see :mod:`lyactl.budget`).
+   (see :mod:`lyactl.control.budget`).
 """
 
 from __future__ import annotations
@@ -29,15 +29,15 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .budget import PIState, cheapest_groups, pi_step, projected_saving, setpoint
-from .controller_config import ControllerConfig, ControlOutput, finite_mask
-from .decision_log import decode_array, encode_array
-from .decision_rule import evaluate_monitors, role_verdicts
-from .errors import InvalidArgumentError, NonFiniteError, bad_arg
-from .groups import Action, Certificate, Constraint, Decision, Event, Group, GroupKind, GroupStats
-from .guard import Guard
-from .monitors import Monitor, MonitorResult, Role, StatsWindow, default_monitors
-from .protocol import FlopsModel
+from lyactl.control.budget import PIState, cheapest_groups, pi_step, projected_saving, setpoint
+from lyactl.control.controller_config import ControllerConfig, ControlOutput, finite_mask
+from lyactl.control.decision_log import decode_array, encode_array
+from lyactl.control.decision_rule import evaluate_monitors, role_verdicts
+from lyactl.errors import InvalidArgumentError, NonFiniteError, bad_arg
+from lyactl.control.groups import Action, Certificate, Constraint, Decision, Event, Group, GroupKind, GroupStats
+from lyactl.control.guard import Guard
+from lyactl.control.monitors import Monitor, MonitorResult, Role, StatsWindow, default_monitors
+from lyactl.control.protocol import FlopsModel
 
 __all__ = ["ControllerConfig", "ControlOutput", "Controller", "ACTIVE", "FROZEN", "PRUNED"]
 
@@ -47,7 +47,7 @@ ACTIVE, FROZEN, PRUNED = 0, 1, 2
 class Controller:
     """Online prune/freeze controller over fixed groups (indices stable for the run).
 
-    ``flops_model`` (optional, :class:`~lyactl.protocol.FlopsModel`): the model's FLOPs/token
+    ``flops_model`` (optional, :class:`~lyactl.control.protocol.FlopsModel`): the model's FLOPs/token
     for a vector of group statuses; with it the saved fraction is counted exactly where
     groups overlap, without it the groups' costs are summed (:meth:`estimated_fraction`).
     """
@@ -246,7 +246,7 @@ class Controller:
         return restores, releases
 
     def _evaluate(self, eligible: np.ndarray) -> list[MonitorResult]:
-        """The monitors' results (see :func:`~lyactl.decision_rule.evaluate_monitors`)."""
+        """The monitors' results (see :func:`~lyactl.control.decision_rule.evaluate_monitors`)."""
         cfg = self.config
         return evaluate_monitors(self.monitors, self.window, eligible, self.is_layer, cfg.allow_prune, cfg.allow_freeze)
 

@@ -18,8 +18,8 @@ from typing import Callable, Protocol, Sequence, runtime_checkable
 import numpy as np
 import sympy as sp
 
-from .errors import InvalidArgumentError, NonFiniteError, ShapeError, UnresolvedSymbolError, bad_arg
-from .safe_expr import to_sympy
+from lyactl.errors import InvalidArgumentError, NonFiniteError, ShapeError, UnresolvedSymbolError, bad_arg
+from lyactl.expr import to_sympy
 
 __all__ = [
     "LyapunovCandidate",
@@ -68,7 +68,7 @@ class QuadraticCandidate:
             if sp.simplify(P - P.T) != sp.zeros(*P.shape):
                 raise InvalidArgumentError(bad_arg("P", "a symmetric matrix", "P != P^T"))
         else:
-            from .systems import as_square_matrix
+            from lyactl.analysis.systems import as_square_matrix
 
             P = as_square_matrix(self.P, "P")
             if not np.allclose(P, P.T, rtol=1e-12, atol=1e-12 * max(1.0, float(np.max(np.abs(P))))):
@@ -107,7 +107,7 @@ class QuadraticCandidate:
 @dataclass(frozen=True)
 class ExprCandidate:
     """``V`` given as a sympy expression in ``state`` (other symbols need ``values``); a
-    string is parsed by :func:`lyactl.safe_expr.parse_expr` (no code runs)."""
+    string is parsed by :func:`lyactl.expr.parse_expr` (no code runs)."""
 
     V: sp.Expr
     state: tuple[sp.Symbol, ...]

@@ -29,10 +29,10 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import InvalidArgumentError, ShapeError, bad_arg
-from .optimizers import OptimizerModel, OptimizerParams
-from .systems import as_square_matrix, spectral_radius
-from .verdict import Evidence, Verdict
+from lyactl.errors import InvalidArgumentError, ShapeError, bad_arg
+from lyactl.analysis.optimizers import OptimizerModel, OptimizerParams
+from lyactl.analysis.systems import as_square_matrix, spectral_radius
+from lyactl.verdict import Evidence, Verdict
 
 __all__ = ["common_lyapunov", "common_lyapunov_over_curvature", "decrease_margin"]
 

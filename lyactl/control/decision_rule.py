@@ -5,7 +5,7 @@
 role with no monitor holds nowhere. Only eligible groups can be decided, so HARMLESS
 matters only where CONVERGED holds on an eligible group, and BOUNDED only there and on
 layers: :func:`evaluate_monitors` evaluates those monitors on just those columns
-(:meth:`~lyactl.stats_window.StatsWindow.columns`). A monitor computes the same numbers on a
+(:meth:`~lyactl.control.stats_window.StatsWindow.columns`). A monitor computes the same numbers on a
 subset, column by column, so decisions and certificates are those of evaluating every
 monitor everywhere, at a fraction of the cost (BOUNDED's remaining-path bound is the
 dearest reduction of a report; ``tests/test_controller_subsets.py`` checks the equality).
@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .monitors import Monitor, MonitorResult, Role, StatsWindow
+from lyactl.control.monitors import Monitor, MonitorResult, Role, StatsWindow
 
 __all__ = ["RoleVerdicts", "evaluate_monitors", "role_holds", "role_verdicts"]
 

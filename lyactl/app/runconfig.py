@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .errors import DataFileError, InvalidArgumentError, bad_arg
+from lyactl.errors import DataFileError, InvalidArgumentError, bad_arg
 
 __all__ = ["ModelSection", "DataSection", "TrainingSection", "ControllerSection", "RunConfig",
            "run_config_from_dict", "load_run_config", "DEMO_CORPUS"]
@@ -131,11 +131,11 @@ class TrainingSection:
 
 @dataclass(frozen=True)
 class ControllerSection:
-    """The lyactl controller (:class:`lyactl.controller.ControllerConfig`); ``budget`` is the
+    """The lyactl controller (:class:`lyactl.control.controller.ControllerConfig`); ``budget`` is the
     target training-FLOP saving (None: certificates only, no PI penalty); ``warmup_frac`` and
     ``last_frac`` place the decision window as fractions of ``training.steps``;
     ``ramp_end_frac`` (None: one cut) makes the budget gradual, a cubic ramp of the set-point
-    from ``warmup_frac`` to it (:mod:`lyactl.budget`)."""
+    from ``warmup_frac`` to it (:mod:`lyactl.control.budget`)."""
 
     enabled: bool = True
     interval: int = 10

@@ -22,10 +22,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .controller import ControlOutput
-from .errors import InvalidArgumentError, bad_arg
-from .groups import Action, Certificate, Constraint, Decision, Event, Group, GroupKind, GroupStats
-from .verdict import Verdict
+from lyactl.control.controller import ControlOutput
+from lyactl.errors import InvalidArgumentError, bad_arg
+from lyactl.control.groups import Action, Certificate, Constraint, Decision, Event, Group, GroupKind, GroupStats
+from lyactl.verdict import Verdict
 
 __all__ = [
     "ScheduledEvent",

@@ -25,9 +25,9 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from .errors import DataFileError, bad_arg
-from .groups import Action, Certificate, Decision, Event
-from .verdict import Verdict
+from lyactl.errors import DataFileError, bad_arg
+from lyactl.control.groups import Action, Certificate, Decision, Event
+from lyactl.verdict import Verdict
 
 __all__ = ["encode_array", "decode_array", "certificate_from_json", "event_to_json", "event_from_json",
            "DecisionLog", "read_log", "evaluate_condition", "verify_certificate", "ReverifyReport", "reverify"]

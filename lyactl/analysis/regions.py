@@ -1,12 +1,12 @@
 """Closed-form stability regions of the optimizer models, derived by code (never typed in).
 
 Derivation (:func:`derive_region`), for a model ``A(lam) = C0 + lam C1``
-(:mod:`lyactl.optimizers`):
+(:mod:`lyactl.analysis.optimizers`):
 
 1. the characteristic polynomial ``det(z I - A)`` is rewritten in the dimensionless
    products ``h = eta*lam`` (symbol ``eta_lam``) and ``d = eta*wd`` (symbol ``eta_wd``);
    ``eta`` must cancel (it does for every built-in model, by similarity);
-2. Jury's conditions (:mod:`lyactl.jury`) give ``g_i(h, d, beta) > 0``, valid everywhere;
+2. Jury's conditions (:mod:`lyactl.analysis.jury`) give ``g_i(h, d, beta) > 0``, valid everywhere;
 3. on the hyperparameter domain ``0 <= beta < 1``, ``0 <= d < 1`` each condition is
    simplified: conditions that are provably true on the domain are dropped, conditions
    affine in ``h`` whose slope has a provable sign are solved for ``h``, and bounds on
@@ -25,11 +25,11 @@ from typing import Callable, Mapping
 
 import sympy as sp
 
-from .errors import InvalidArgumentError, bad_arg
-from .jury import jury_expressions
-from .optimizers import BETA, ETA, LAM, WD, OptimizerModel, OptimizerParams
-from .systems import spectral_radius
-from .verdict import Evidence, Verdict, verdict_from_margin
+from lyactl.errors import InvalidArgumentError, bad_arg
+from lyactl.analysis.jury import jury_expressions
+from lyactl.analysis.optimizers import BETA, ETA, LAM, WD, OptimizerModel, OptimizerParams
+from lyactl.analysis.systems import spectral_radius
+from lyactl.verdict import Evidence, Verdict, verdict_from_margin
 
 __all__ = ["H", "D", "Z", "DOMAIN", "Region", "derive_region"]
 

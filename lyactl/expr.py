@@ -26,7 +26,7 @@ from typing import Callable, Collection
 
 import sympy as sp
 
-from .errors import InvalidArgumentError, bad_arg
+from lyactl.errors import InvalidArgumentError, bad_arg
 
 __all__ = ["parse_expr", "to_sympy", "FUNCTIONS", "MAX_LENGTH", "MAX_EXPONENT"]
 
