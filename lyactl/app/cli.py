@@ -16,6 +16,7 @@ import json
 import math
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Callable
 
 import numpy as np
@@ -24,7 +25,10 @@ from lyactl._version import __version__
 from lyactl.errors import LyactlError
 from lyactl.analysis.optimizers import OptimizerModel, OptimizerParams, adam, gd, heavy_ball, nesterov
 
-__all__ = ["main", "build_parser"]
+__all__ = ["COMMANDS", "main", "build_parser"]
+
+# Subcommands in modules of their own: each has add_parser(sub) that sets handler=run.
+COMMANDS: tuple[ModuleType, ...] = ()
 
 _OPTIMIZERS: dict[str, Callable[[], OptimizerModel]] = {
     "gd": gd, "heavy-ball": heavy_ball, "nesterov": nesterov, "adam": adam,
@@ -51,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_eval(sub)
     _add_report(sub)
+    for command in COMMANDS:
+        command.add_parser(sub)
     return parser
 
 
