@@ -8,21 +8,60 @@ plain-loop driver :class:`Lyactl` (:mod:`.loop`) and checkpoints (:mod:`.checkpo
 Hugging Face models (:mod:`.hf`), Trainer and Lightning callbacks (:mod:`.integrations`),
 DistributedDataParallel (:mod:`.ddp`) and crash-safe run checkpoints (:mod:`.run_state`).
 transformers and lightning are imported only when those integrations are used.
+
+Importing this package imports no torch: each name is imported from its module on first use
+(PEP 562), so the ``lyactl`` command line can load the backend's subcommands
+(:mod:`.commands`) cheaply.
 """
 
-from .backend import TorchBackend
-from .checkpoint import Checkpoint, load, load_optimizer_state, save
-from .flops import flops_per_token, model_flops_per_token, step_flops
-from .freeze import freeze_layer, frozen_prefix, unfreeze_layer
-from .groups import ArchitectureAdapter, AxisSpec, GPTAdapter, GroupRef, Layout, ModelCost, ParamSlice, adapter_for
-from .ddp import DistributedLyactl, rebuild_ddp
-from .hf import hf_adapters
-from .integrations import LyactlCallback, LyactlLightningCallback
-from .loop import Controller, ControllerOutput, Lyactl
-from .model import GPT, BlockShape, GPTConfig
-from .penalty import ProximalGroupLasso
-from .stats import ReductionPlan
-from .surgery import prune_units, remove_layer, restore_layer, restore_units
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the lazily imported names, for type checkers and IDEs
+    from lyactl_torch.backend import TorchBackend
+    from lyactl_torch.checkpoint import Checkpoint, load, load_optimizer_state, save
+    from lyactl_torch.flops import flops_per_token, model_flops_per_token, step_flops
+    from lyactl_torch.freeze import freeze_layer, frozen_prefix, unfreeze_layer
+    from lyactl_torch.groups import ArchitectureAdapter, AxisSpec, GPTAdapter, GroupRef, Layout, ModelCost, ParamSlice, adapter_for
+    from lyactl_torch.ddp import DistributedLyactl, rebuild_ddp
+    from lyactl_torch.hf import hf_adapters
+    from lyactl_torch.integrations import LyactlCallback, LyactlLightningCallback
+    from lyactl_torch.loop import Controller, ControllerOutput, Lyactl
+    from lyactl_torch.model import GPT, BlockShape, GPTConfig
+    from lyactl_torch.penalty import ProximalGroupLasso
+    from lyactl_torch.stats import ReductionPlan
+    from lyactl_torch.surgery import prune_units, remove_layer, restore_layer, restore_units
+
+_LAZY = {
+    "backend": ("TorchBackend",),
+    "checkpoint": ("Checkpoint", "load", "load_optimizer_state", "save",),
+    "flops": ("flops_per_token", "model_flops_per_token", "step_flops",),
+    "freeze": ("freeze_layer", "frozen_prefix", "unfreeze_layer",),
+    "groups": ("ArchitectureAdapter", "AxisSpec", "GPTAdapter", "GroupRef", "Layout", "ModelCost", "ParamSlice", "adapter_for",),
+    "ddp": ("DistributedLyactl", "rebuild_ddp",),
+    "hf": ("hf_adapters",),
+    "integrations": ("LyactlCallback", "LyactlLightningCallback",),
+    "loop": ("Controller", "ControllerOutput", "Lyactl",),
+    "model": ("GPT", "BlockShape", "GPTConfig",),
+    "penalty": ("ProximalGroupLasso",),
+    "stats": ("ReductionPlan",),
+    "surgery": ("prune_units", "remove_layer", "restore_layer", "restore_units",)
+}
+
+
+def __getattr__(name: str) -> object:
+    for module, names in _LAZY.items():
+        if name in names:
+            from importlib import import_module
+
+            value = getattr(import_module(f"lyactl_torch.{module}"), name)
+            globals()[name] = value  # later lookups skip this function
+            return value
+    raise AttributeError(f"module 'lyactl_torch' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "ArchitectureAdapter",

@@ -1,0 +1,101 @@
+"""The torch backend's subcommands of ``lyactl``: ``demo``, ``train`` and ``eval``.
+
+The core CLI (:mod:`lyactl.app.cli`) finds them through the entry-point group
+``lyactl.commands`` declared in pyproject.toml, so no module of ``lyactl`` imports this
+backend. Importing this module imports no torch: each handler imports what it needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from lyactl.errors import InvalidArgumentError
+
+__all__ = ["add_demo", "add_eval", "add_train", "run_eval"]
+
+
+def add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo", help="train a small GPT on the shipped corpus, dense and with lyactl, and compare",
+        description="Train a small GPT on the shipped demo corpus (World English Bible excerpt) twice, "
+                    "dense and with the lyactl controller (same seed, same data order); print FLOPs, "
+                    "wall-clock, validation bits per byte and the certified decisions; write a run folder "
+                    "with the decision log, metrics (CSV, JSON) and plots. Exit 0 if every certificate "
+                    "re-verifies offline, 1 if one does not.")
+    p.add_argument("--out", type=Path, default=Path("lyactl-demo"), help="run folder (default ./lyactl-demo)")
+    p.add_argument("--preset", choices=("small", "tiny", "large"), default="small",
+                   help="small: CPU, ~2 min (default); tiny: seconds (tests); large: a GPU")
+    p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: the preset's)")
+    p.add_argument("--steps", type=int, default=None, help="training steps per arm (default: the preset's)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--verbose", action="store_true", help="log events to stderr (always in RUN/run.log)")
+    p.set_defaults(handler=_run_demo)
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InvalidArgumentError(f"--device: expected a device torch can use, found {device!r} (no CUDA here)")
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    if args.steps is not None and args.steps < 1:
+        raise InvalidArgumentError(f"--steps: expected an int >= 1, found {args.steps}")
+    if args.threads is not None and args.threads < 1:
+        raise InvalidArgumentError(f"--threads: expected an int >= 1, found {args.threads}")
+    from lyactl_torch.demo import run_config, run_demo
+
+    cfg = run_config(args.preset, device=args.device, steps=args.steps)
+    _check_device(cfg.training.device)
+    return run_demo(cfg, args.out, progress=not args.no_progress, verbose=args.verbose, threads=args.threads)
+
+
+def add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train the reference GPT from a TOML/YAML config",
+        description="Train the reference GPT as configured in CONFIG (.toml, .yaml or .yml; sections "
+                    "[model], [data], [training], [controller]; unknown keys are errors; see "
+                    "docs/quickstart.md), with the lyactl controller unless controller.enabled = false. "
+                    "Writes the run folder (checkpoint, decision log, metrics, plots). Exit 0 ok, 1 if a "
+                    "certificate does not re-verify, 2 on a bad config.")
+    p.add_argument("config", type=Path, help="the run configuration (.toml, .yaml, .yml)")
+    p.add_argument("--out", type=Path, default=Path("lyactl-run"), help="run folder (default ./lyactl-run)")
+    p.add_argument("--dense-too", action="store_true", help="also train the dense arm (same seed and data)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--verbose", action="store_true", help="log events to stderr")
+    p.set_defaults(handler=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from lyactl.app.runconfig import load_run_config
+
+    cfg = load_run_config(args.config)
+    from lyactl_torch.demo import run_demo
+
+    _check_device(cfg.training.device)
+    arm = "lyactl" if cfg.controller.enabled else "dense"
+    arms = ("dense", arm) if args.dense_too and arm != "dense" else (arm,)
+    return run_demo(cfg, args.out, arms=arms, progress=not args.no_progress, verbose=args.verbose)
+
+
+def add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", add_help=False, help="evaluate a checkpoint offline (lyactl eval --help)")
+    p.set_defaults(run_argv=run_eval)  # lyactl_torch.evaluate parses the rest of the command line
+
+
+def run_eval(argv: list[str]) -> int:
+    """``lyactl eval CHECKPOINT --tasks ...``: lyactl_torch.evaluate's CLI on a checkpoint of
+    :mod:`lyactl_torch.checkpoint`; the run folder's tokenizer.json is used unless --tokenizer."""
+    from lyactl_torch.checkpoint import load
+    from lyactl_torch.evaluate import run_eval_cli
+
+    ckpt = next((Path(a) for a in argv if not a.startswith("-")), None)
+    if ckpt is not None and "--tokenizer" not in argv and (ckpt.parent / "tokenizer.json").is_file():
+        argv = argv + ["--tokenizer", str(ckpt.parent / "tokenizer.json")]
+    try:
+        return run_eval_cli(argv, lambda path, device: load(path, map_location=device).model)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return int(exc.code or 0)
