@@ -11,7 +11,7 @@ from lyactl.control.decision_log import verify_certificate
 from lyactl.errors import InvalidArgumentError
 from lyactl.control.groups import Action
 from lyactl.control.monitors import LyapunovMonitor, Monitor, MonitorConfig, Role, StatsWindow, default_monitors
-from lyactl.control.user_monitors import Below, CallableCandidate, Decreases, SympyCandidate, user_monitor
+from lyactl.control.user_monitors import Below, CallableWindowCandidate, Decreases, SympyCandidate, user_monitor
 from sim_training import simulate
 
 
@@ -49,7 +49,7 @@ def test_user_monitor_changes_decisions():
     got = {d.index for s in sim.stats for e in strict.observe(s).events for d in e.decisions}
     assert got == set()
     # a permissive user certificate that prunes the learning groups too
-    loose = user_monitor("always", Role.COLLAPSED, CallableCandidate(lambda x: np.ones_like(x["w_sq"])), Below(2.0))
+    loose = user_monitor("always", Role.COLLAPSED, CallableWindowCandidate(lambda x: np.ones_like(x["w_sq"])), Below(2.0))
     ctrl = Controller(sim.groups, monitors=(loose,), config=ControllerConfig(max_groups_per_event=6))
     outs = [ctrl.observe(s) for s in sim.stats]
     decs = [d for o in outs for e in o.events for d in e.decisions]

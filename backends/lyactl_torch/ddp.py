@@ -41,7 +41,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from lyactl.errors import InvalidArgumentError, bad_arg
-from lyactl.control.groups import Event, GroupStats
+from lyactl.control.groups import STAT_FIELDS, Event, GroupStats
 
 from .backend import TorchBackend
 from .freeze import frozen_prefix
@@ -50,7 +50,7 @@ from .loop import Controller, Lyactl
 
 __all__ = ["ARRAYS", "synchronise_stats", "ddp_kwargs_of", "rebuild_ddp", "DistributedBackend", "DistributedLyactl"]
 
-ARRAYS = ("w_sq", "dw_sq", "g_sq", "gw", "m_sq", "curv")
+ARRAYS = STAT_FIELDS  # every statistic of the registry (lyactl.control.groups.STATS)
 
 
 def synchronise_stats(stats: GroupStats, group: Any = None, device: torch.device | None = None) -> GroupStats:

@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from lyactl.control.controller import FROZEN, PRUNED
+from lyactl.control.groups import FROZEN, PRUNED
 from lyactl.errors import InvalidArgumentError, bad_arg
 
 from .flops import flops_per_token

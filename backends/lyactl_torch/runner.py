@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from lyactl.control.budget import BudgetConfig
-from lyactl.control.controller import Controller, ControllerConfig
+from lyactl.control.controller import Controller, ControllerConfig, ControlOutput
 from lyactl.control.decision_log import DecisionLog, encode_array
 from lyactl.control.monitors import MonitorConfig
 from lyactl.app.runconfig import DEMO_CORPUS, RunConfig
@@ -97,8 +98,9 @@ def build_controller(cfg: RunConfig, loop: Lyactl) -> Controller:
 
 
 class _Tracer:
-    """Per controller report: every monitor's newest ``V`` and its margin for every group
-    (re-evaluated on the controller's window after ``observe``: no extra host sync)."""
+    """Per controller report: every monitor's newest ``V`` and its margin for every group, as
+    the controller computed them (:attr:`ControlOutput.results`; NaN where a monitor was not
+    evaluated, or on a held report): no second evaluation, no extra host sync."""
 
     def __init__(self, ctl: Controller) -> None:
         self.ctl = ctl
@@ -106,12 +108,14 @@ class _Tracer:
         self.V: dict[str, list[list[Any]]] = {m.name: [] for m in ctl.monitors}
         self.margin: dict[str, list[list[Any]]] = {m.name: [] for m in ctl.monitors}
 
-    def record(self, step: int) -> None:
+    def record(self, step: int, out: ControlOutput) -> None:
         self.steps.append(step)
+        n, seen = self.ctl.n_groups, {r.monitor.name: r for r in out.results}
         for m in self.ctl.monitors:
-            r = m.evaluate(self.ctl.window)
-            self.V[m.name].append(encode_array(r.V[-1]))
-            self.margin[m.name].append(encode_array(r.margin))
+            r = seen.get(m.name)
+            V, margin = r.scattered(n) if r is not None else (np.full(n, np.nan), np.full(n, np.nan))
+            self.V[m.name].append(encode_array(V))
+            self.margin[m.name].append(encode_array(margin))
 
     def to_json(self) -> dict[str, Any]:
         return {"steps": self.steps, "groups": [g.name for g in self.ctl.groups],
@@ -125,7 +129,7 @@ def _controller_hook(loop: Lyactl, log: DecisionLog, tracer: _Tracer) -> Callabl
         changed = loop.step(loss)
         if len(loop.outputs) > n:
             log.write(loop.outputs[-1])
-            tracer.record(loop.n_steps)
+            tracer.record(loop.n_steps, loop.outputs[-1])
             for ev in loop.outputs[-1].events:
                 LOGGER.info("step %d: event %d, %d decisions (controller accounting: FLOPs/token %.3g -> %.3g)", ev.step, ev.event_id,
                             len(ev.decisions), ev.flops_before, ev.flops_after)

@@ -34,13 +34,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from lyactl.control.groups import GroupStats
+from lyactl.control.groups import ADDITIVE_FIELDS, GroupStats
 
 from .groups import Layout
 
 __all__ = ["PlanEntry", "ReductionPlan", "FIELDS", "MAX_STACK", "momentum_of"]
 
-FIELDS = ("w_sq", "dw_sq", "g_sq", "gw", "m_sq")
+FIELDS = ADDITIVE_FIELDS  # the fused pass computes the additive statistics (lyactl.control.groups.STATS)
 
 
 @dataclass(frozen=True, eq=False)

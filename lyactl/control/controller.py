@@ -34,14 +34,13 @@ from lyactl.control.controller_config import ControllerConfig, ControlOutput, fi
 from lyactl.control.decision_log import decode_array, encode_array
 from lyactl.control.decision_rule import evaluate_monitors, role_verdicts
 from lyactl.errors import InvalidArgumentError, NonFiniteError, bad_arg
-from lyactl.control.groups import Action, Certificate, Constraint, Decision, Event, Group, GroupKind, GroupStats
+from lyactl.control.groups import (ACTIVE, FROZEN, PRUNED, Action, Certificate, Constraint, Decision, Event, Group,
+                                   GroupKind, GroupStats)
 from lyactl.control.guard import Guard
 from lyactl.control.monitors import Monitor, MonitorResult, Role, StatsWindow, default_monitors
 from lyactl.control.protocol import FlopsModel
 
 __all__ = ["ControllerConfig", "ControlOutput", "Controller", "ACTIVE", "FROZEN", "PRUNED"]
-
-ACTIVE, FROZEN, PRUNED = 0, 1, 2
 
 
 class Controller:
@@ -197,7 +196,7 @@ class Controller:
                 else:
                     self.guard.watch(event)
         penalty = self._actuate(stats, eligible)
-        return ControlOutput(events, tuple(restores), tuple(releases), penalty, False, reason or "ok")
+        return ControlOutput(events, tuple(restores), tuple(releases), penalty, False, reason or "ok", tuple(results))
 
     def _dense_flops(self) -> float:
         """The dense model's training FLOPs/token: the backend's if it reported, else ``model_flops``."""

@@ -13,9 +13,9 @@ import numpy as np
 
 from lyactl.control.budget import BudgetConfig
 from lyactl.errors import InvalidArgumentError, bad_arg
-from lyactl.control.groups import Event, GroupStats
+from lyactl.control.groups import REQUIRED_FIELDS, Event, GroupStats
 from lyactl.control.guard import GuardConfig
-from lyactl.control.monitors import MonitorConfig
+from lyactl.control.monitors import MonitorConfig, MonitorResult
 
 __all__ = ["ControllerConfig", "ControlOutput", "finite_mask"]
 
@@ -59,7 +59,11 @@ class ControllerConfig:
 
 @dataclass(frozen=True)
 class ControlOutput:
-    """What the backend does after one report (see :mod:`lyactl.control.protocol`)."""
+    """What the backend does after one report (see :mod:`lyactl.control.protocol`), and the
+    monitors' results it was decided on (``results``, in the order of the controller's
+    monitors; HARMLESS and BOUNDED ones cover only the groups where they could change a
+    decision, see :func:`~lyactl.control.decision_rule.evaluate_monitors`; empty when held).
+    Traces read them here instead of evaluating the monitors a second time."""
 
     events: tuple[Event, ...]
     restores: tuple[Event, ...]
@@ -67,19 +71,20 @@ class ControlOutput:
     penalty: np.ndarray
     held: bool
     reason: str
+    results: tuple[MonitorResult, ...] = ()
 
 
 def finite_mask(stats: GroupStats) -> np.ndarray:
     """:meth:`GroupStats.finite_mask` given finite loss and lr, in fewer passes: where the sum
-    of the four fields is finite all four are; only elsewhere (NaN, inf or an overflowing
-    sum) are the fields checked one by one."""
+    of the required fields is finite all of them are; only elsewhere (NaN, inf or an
+    overflowing sum) are the fields checked one by one."""
+    first, *rest = (getattr(stats, name) for name in REQUIRED_FIELDS)
     with np.errstate(all="ignore"):
-        total = stats.w_sq + stats.dw_sq
-        total += stats.g_sq
-        total += stats.gw
+        total = first.copy()
+        for arr in rest:
+            total += arr
     ok = np.isfinite(total)
     if not ok.all():
         idx = np.flatnonzero(~ok)
-        ok[idx] = (np.isfinite(stats.w_sq[idx]) & np.isfinite(stats.dw_sq[idx]) & np.isfinite(stats.g_sq[idx])
-                   & np.isfinite(stats.gw[idx]))
+        ok[idx] = np.logical_and.reduce([np.isfinite(getattr(stats, name)[idx]) for name in REQUIRED_FIELDS])
     return ok

@@ -15,10 +15,8 @@ logged margin. Conditions are evaluated by a small whitelisting evaluator over P
 
 from __future__ import annotations
 
-import ast
 import json
 import math
-import operator
 import os
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
@@ -26,6 +24,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from lyactl.errors import DataFileError, bad_arg
+from lyactl.expr import evaluate
 from lyactl.control.groups import Action, Certificate, Decision, Event
 from lyactl.verdict import Verdict
 
@@ -106,34 +105,6 @@ def read_log(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return out
 
 
-_BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
-           ast.Div: operator.truediv, ast.Pow: operator.pow}
-_FUNCS = {"Max": max, "Min": min, "Abs": abs, "sqrt": math.sqrt, "log": math.log, "exp": math.exp}
-_CONSTS = {"pi": math.pi, "E": math.e}
-
-
-def _eval(node: ast.AST, env: Mapping[str, float]) -> float:
-    if isinstance(node, ast.Expression):
-        return _eval(node.body, env)
-    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
-        return float(node.value)
-    if isinstance(node, ast.Name):
-        if node.id in env:
-            return float(env[node.id])
-        if node.id in _CONSTS:
-            return _CONSTS[node.id]
-        raise KeyError(node.id)
-    if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
-        return float(_BINOPS[type(node.op)](_eval(node.left, env), _eval(node.right, env)))
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        v = _eval(node.operand, env)
-        return -v if isinstance(node.op, ast.USub) else v
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCS \
-            and not node.keywords:
-        return float(_FUNCS[node.func.id](*(_eval(a, env) for a in node.args)))
-    raise ValueError(f"unsupported expression element {ast.dump(node)[:80]}")
-
-
 def evaluate_condition(condition: str, numbers: Mapping[str, float]) -> tuple[float, list[str]]:
     """Evaluate ``"a := expr; ...; lhs > rhs"``; return ``(lhs - rhs, mismatches)``.
 
@@ -145,14 +116,14 @@ def evaluate_condition(condition: str, numbers: Mapping[str, float]) -> tuple[fl
     *defs, final = [s.strip() for s in condition.split(";") if s.strip()]
     for stmt in defs:
         name, expr = (p.strip() for p in stmt.split(":=", 1))
-        value = _eval(ast.parse(expr, mode="eval"), env)
+        value = evaluate(expr, env, name)
         if name in numbers and not math.isclose(value, numbers[name], rel_tol=1e-9, abs_tol=1e-300):
             mismatches.append(f"{name}: logged {numbers[name]!r}, recomputed {value!r}")
         env[name] = value
-    tree = ast.parse(final, mode="eval").body
-    if not (isinstance(tree, ast.Compare) and len(tree.ops) == 1 and isinstance(tree.ops[0], ast.Gt)):
+    lhs, gt, rhs = final.partition(">")
+    if not gt or rhs.startswith(("=", ">")) or "<" in final or "=" in final:
         raise ValueError(f"final statement must be 'lhs > rhs', found {final!r}")
-    return _eval(tree.left, env) - _eval(tree.comparators[0], env), mismatches
+    return evaluate(lhs, env, "lhs") - evaluate(rhs, env, "rhs"), mismatches
 
 
 def verify_certificate(cert: Mapping[str, Any]) -> list[str]:

@@ -32,7 +32,15 @@ __all__ = [
     "Certificate",
     "Decision",
     "Event",
+    "ACTIVE",
+    "ADDITIVE_FIELDS",
+    "FROZEN",
+    "PRUNED",
+    "REQUIRED_FIELDS",
+    "STATS",
     "STAT_FIELDS",
+    "StatField",
+    "Status",
 ]
 
 
@@ -103,19 +111,39 @@ class Constraint:
             )
 
 
-STAT_FIELDS: tuple[str, ...] = ("w_sq", "dw_sq", "g_sq", "gw", "m_sq", "curv")
-"""Per-group statistics, each an array of shape ``[n_groups]`` (float64):
+@dataclass(frozen=True)
+class StatField:
+    """One per-group statistic a backend reports (see :data:`STATS`).
 
-* ``w_sq``  : ||w_g||^2, squared norm of the group's weights now;
-* ``dw_sq`` : ||w_g(k) - w_g(k - K)||^2, squared displacement since the previous report;
-* ``g_sq``  : ||g_g||^2, squared norm of the last gradient (before clipping);
-* ``gw``    : g_g . w_g, the first-order Taylor estimate of the loss change from removing
-              the group is ``-gw`` (Delta w = -w);
-* ``m_sq``  : ||m_g||^2 of the optimizer's first moment (momentum buffer / exp_avg); NaN
-              when the optimizer has none;
-* ``curv``  : a curvature estimate w^T H w / ||w||^2 along the group's weights; NaN where
-              the backend provides none.
-"""
+    ``additive``: a sum over the group's elements (``sum_i a_i b_i``), so a backend may
+    compute it in one fused scatter-add and shards of a parameter add up across ranks;
+    ``required``: a decision needs it finite (the monitors read it on every group).
+    """
+
+    name: str
+    meaning: str
+    additive: bool = True
+    required: bool = True
+
+
+STATS: tuple[StatField, ...] = (
+    StatField("w_sq", "||w_g||^2, squared norm of the group's weights now"),
+    StatField("dw_sq", "||w_g(k) - w_g(k - K)||^2, squared displacement since the previous report"),
+    StatField("g_sq", "||g_g||^2, squared norm of the last gradient (before clipping)"),
+    StatField("gw", "g_g . w_g; the first-order Taylor estimate of the loss change from removing the group is -gw"),
+    StatField("m_sq", "||m_g||^2 of the optimizer's first moment (exp_avg / momentum); NaN without one",
+              required=False),
+    StatField("curv", "curvature estimate along the group, w^T H w / ||w||^2 or a diagonal proxy; NaN where "
+              "the backend provides none", additive=False, required=False),
+)
+"""The registry of per-group statistics, defined once: every producer (a backend's fused
+reduction, the distributed synchronisation) and consumer (:class:`GroupStats`, the statistics
+window, the monitors) reads the field list from here. Each is an array of shape
+``[n_groups]`` (float64)."""
+
+STAT_FIELDS: tuple[str, ...] = tuple(f.name for f in STATS)
+ADDITIVE_FIELDS: tuple[str, ...] = tuple(f.name for f in STATS if f.additive)
+REQUIRED_FIELDS: tuple[str, ...] = tuple(f.name for f in STATS if f.required)
 
 
 @dataclass(frozen=True)
@@ -165,7 +193,7 @@ class GroupStats:
     def finite_mask(self) -> np.ndarray:
         """Boolean ``[n_groups]``: True where the required fields are all finite."""
         ok = np.ones(self.n_groups, dtype=bool)
-        for name in ("w_sq", "dw_sq", "g_sq", "gw"):
+        for name in REQUIRED_FIELDS:
             ok &= np.isfinite(getattr(self, name))
         return ok & bool(math.isfinite(self.loss) and math.isfinite(self.lr))
 
@@ -175,6 +203,18 @@ class GroupStats:
             raise NonFiniteError(bad_arg("GroupStats.lr", "a finite learning rate", self.lr))
 
 
+class Status(enum.IntEnum):
+    """A group's state in the controller and in a :class:`~lyactl.control.protocol.FlopsModel`
+    (int8 arrays of shape ``[n_groups]`` hold these values)."""
+
+    ACTIVE = 0
+    FROZEN = 1
+    PRUNED = 2
+
+
+ACTIVE, FROZEN, PRUNED = Status.ACTIVE, Status.FROZEN, Status.PRUNED
+
+
 class Action(enum.Enum):
     """What the controller asks the backend to do with a group."""
 
@@ -182,6 +222,11 @@ class Action(enum.Enum):
     FREEZE = "freeze"
     PRUNE = "prune"
     RESTORE = "restore"
+
+    @property
+    def status(self) -> Status:
+        """The group's status once the action is carried out."""
+        return {"freeze": FROZEN, "prune": PRUNED}.get(self.value, ACTIVE)
 
 
 @dataclass(frozen=True)

@@ -124,6 +124,15 @@ class MonitorResult:
             self._holds[key] = out
         return out
 
+    def scattered(self, n_total: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(V_now, margin)``, each ``[n_total]``: the newest candidate value and the margin
+        per group, NaN for groups this result did not evaluate (for traces and plots)."""
+        if self.columns is None:
+            return self.V[-1], self.margin
+        V, margin = np.full(n_total, np.nan), np.full(n_total, np.nan)
+        V[self.columns], margin[self.columns] = self.V[-1], self.margin
+        return V, margin
+
     def _local(self, i: int) -> int:
         if self.columns is None:
             return i

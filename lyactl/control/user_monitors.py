@@ -32,7 +32,7 @@ from lyactl.control.monitor_library import _max_ratio, _ratio_text
 from lyactl.control.monitors import LyapunovMonitor, Role
 from lyactl.control.stats_window import _SCALARS, TINY, WINDOW_FIELDS, Window
 
-__all__ = ["SympyCandidate", "CallableCandidate", "Decreases", "Below", "user_monitor", "window_arrays"]
+__all__ = ["SympyCandidate", "CallableWindowCandidate", "Decreases", "Below", "user_monitor", "window_arrays"]
 
 _KNOWN = WINDOW_FIELDS + _SCALARS
 
@@ -87,7 +87,7 @@ class SympyCandidate:
 
 
 @dataclass(frozen=True)
-class CallableCandidate:
+class CallableWindowCandidate:
     """``V = fn(arrays)`` with ``arrays`` a dict ``name -> [W, n]``; opaque to re-verification."""
 
     fn: Callable[[Mapping[str, np.ndarray]], np.ndarray]
@@ -145,7 +145,7 @@ def user_monitor(name: str, role: Role, candidate: Any, condition: Any) -> Lyapu
     if isinstance(candidate, (sympy.Basic, str)):
         candidate = SympyCandidate(to_sympy(candidate, "user_monitor.candidate", _KNOWN), name)
     elif callable(candidate) and not hasattr(candidate, "values"):
-        candidate = CallableCandidate(candidate, name)
+        candidate = CallableWindowCandidate(candidate, name)
     if not isinstance(role, Role):
         raise InvalidArgumentError(bad_arg("user_monitor.role", "a lyactl.control.monitors.Role", role))
     return LyapunovMonitor(name, role, candidate, condition)
