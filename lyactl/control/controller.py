@@ -25,20 +25,22 @@ only the groups actually decided are visited in Python):
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from lyactl.control.accounting import FlopsAccount
 from lyactl.control.budget import PIState, cheapest_groups, pi_step, projected_saving, setpoint
 from lyactl.control.controller_config import ControllerConfig, ControlOutput, finite_mask
 from lyactl.control.decision_log import decode_array, encode_array
 from lyactl.control.decision_rule import evaluate_monitors, role_verdicts
-from lyactl.errors import InvalidArgumentError, NonFiniteError, bad_arg
+from lyactl.errors import InvalidArgumentError, bad_arg
 from lyactl.control.groups import (ACTIVE, FROZEN, PRUNED, Action, Certificate, Constraint, Decision, Event, Group,
                                    GroupKind, GroupStats)
 from lyactl.control.guard import Guard
 from lyactl.control.monitors import Monitor, MonitorResult, Role, StatsWindow, default_monitors
 from lyactl.control.protocol import FlopsModel
+from lyactl.control.selection import Structure, select
 
 __all__ = ["ControllerConfig", "ControlOutput", "Controller", "ACTIVE", "FROZEN", "PRUNED"]
 
@@ -61,30 +63,17 @@ class Controller:
         for c in self.constraints:
             if any(not 0 <= m < n for m in c.members):
                 raise InvalidArgumentError(bad_arg("Constraint.members", f"indices in [0, {n})", c.members))
-        self.flops_remove = np.array([g.flops_remove for g in self.groups], float)
-        self.flops_freeze = np.array([g.flops_freeze for g in self.groups], float)
+        self.structure = Structure(np.array([g.kind is GroupKind.LAYER for g in self.groups], bool),
+                                   np.array([g.layer for g in self.groups], np.int64), self.constraints)
+        self.account = FlopsAccount(self.groups, self.structure, flops_model, self.config.model_flops)
+        self.flops_remove, self.flops_freeze = self.account.flops_remove, self.account.flops_freeze
         self._flops_floor = np.maximum(self.flops_remove, 1e-300)  # score denominator, fixed for the run
-        self.is_layer = np.array([g.kind is GroupKind.LAYER for g in self.groups])
-        self.layer_of = np.array([g.layer for g in self.groups], np.int64)
+        self.is_layer, self.layer_of = self.structure.is_layer, self.structure.layer_of
         self.sqrt_n = np.sqrt(np.array([max(g.n_params, 1) for g in self.groups], float))
-        # groups overlap (a layer holds its heads; channels cross everything), so the sum of
-        # all flops_remove over-counts the model: default to the layers' sum when there are
-        # layer groups (it misses only the costs outside blocks, e.g. the LM head). Pass the
-        # backend's true FLOPs/token as ``model_flops`` where known.
-        layer_sum = float(self.flops_remove[self.is_layer].sum())
-        self.flops_model, self._f0 = flops_model, None
-        if flops_model is not None:  # exact accounting of overlapping groups (FlopsModel)
-            self._f0 = self._count(np.zeros(n, np.int8), "flops_model(all groups active)")
-            if self._f0 <= 0:
-                raise InvalidArgumentError(bad_arg("flops_model(all groups active)", "a number > 0", self._f0))
-        self.model_flops = self.config.model_flops or self._f0 or max(layer_sum or float(self.flops_remove.sum()), 1e-300)
+        self.flops_model, self.model_flops = flops_model, self.account.model_flops
         self.window = StatsWindow(n, self.config.monitors.window, self.config.monitors.curv_factor)
         self.guard = Guard(self.config.guard)
         self.status = np.zeros(n, np.int8)
-        self._phi: float | None = None
-        self._f_now: float | None = None  # flops_model(status), with a flops_model
-        self.fpt_ref: float | None = None  # the backend's FLOPs/token before any event
-        self._measured: tuple[float, float] | None = None  # (measured phi, estimate then)
         self.streak_prune = np.zeros(n, np.int32)
         self.streak_freeze = np.zeros(n, np.int32)
         self.cool_until = np.full(n, -1, np.int64)
@@ -99,62 +88,30 @@ class Controller:
 
     # ------------------------------------------------------------------ accounting
     def saved_fraction(self) -> float:
-        """``phi``: fraction of the dense model's training FLOPs/token saved now.
-
-        Measured where the backend reports ``flops_per_token``: ``1 - fpt / fpt_ref`` at the
-        last report (``fpt_ref`` the first report's, before any event), plus the estimated
-        change of the decisions taken since; else the estimate alone
-        (:meth:`estimated_fraction`)."""
-        if self._measured is None:
-            return self.estimated_fraction()
-        phi, est_then = self._measured
-        return phi + (self.estimated_fraction() - est_then)
+        """``phi``: fraction of the dense model's training FLOPs/token saved now
+        (:meth:`FlopsAccount.saved_fraction`: measured, exact or nominal)."""
+        return self.account.saved_fraction(self.status)
 
     def estimated_fraction(self) -> float:
-        """Saved fraction of ``model_flops`` by the decisions alone. With a ``flops_model``:
-        ``(F(0) - F(status)) / model_flops``, exact. Without: the groups' nominal costs,
-        ``flops_remove`` of the pruned (not inside a pruned block) plus ``flops_freeze`` of
-        the frozen, exact for disjoint groups; residual-channel groups overlap the others
-        multiplicatively, so it over-counts when both kinds go (by 191 against 220 measured
-        MFLOPs/token in one H200 run). Cached; :meth:`_changed` wherever ``status`` changes."""
-        if self._phi is None:
-            if self.flops_model is not None:
-                saved = self._f0 - self._flops_now()
-            else:
-                pruned = (self.status == PRUNED) & ~self._inside_pruned_layer()
-                saved = self.flops_remove[pruned].sum() + self.flops_freeze[self.status == FROZEN].sum()
-            self._phi = float(saved) / self.model_flops
-        return self._phi
+        """Saved fraction by the decisions alone (:meth:`FlopsAccount.estimated_fraction`)."""
+        return self.account.estimated_fraction(self.status)
 
-    def _flops_now(self) -> float:
-        """``flops_model(status)``, cached (:meth:`_changed` drops it)."""
-        if self._f_now is None:
-            self._f_now = self._count(self.status.copy(), "flops_model(status)")
-        return self._f_now
+    @property
+    def fpt_ref(self) -> float | None:
+        """The backend's FLOPs/token before any event (None until reported)."""
+        return self.account.fpt_ref
+
+    def _dense_flops(self) -> float:
+        return self.account.dense_flops()
 
     def _saving(self, extra: np.ndarray) -> float:
-        """FLOPs/token that pruning the ``extra`` groups (mask) would save now, counted by the
-        ``flops_model`` and put on the scale of :meth:`_dense_flops` (the budget's gap)."""
-        status = self.status.copy()
-        status[extra] = PRUNED
-        return (self._flops_now() - self._count(status, "flops_model(status)")) * self._dense_flops() / self._f0
-
-    def _count(self, status: np.ndarray, what: str) -> float:
-        """``flops_model(status)``, required finite (no accounting on non-finite numbers)."""
-        f = float(self.flops_model(status))
-        if not math.isfinite(f):
-            raise NonFiniteError(bad_arg(what, "a finite number", f))
-        return f
-
-    def _inside_pruned_layer(self, extra: Iterable[int] = ()) -> np.ndarray:
-        """``[n]``: non-layer groups of a block whose LAYER group is pruned (or in ``extra``):
-        they went with the block, so their own FLOPs are not saved a second time."""
-        gone = set(self.layer_of[(self.status == PRUNED) & self.is_layer].tolist()) | set(extra)
-        return ~self.is_layer & (self.layer_of >= 0) & np.isin(self.layer_of, list(gone))
+        """FLOPs/token that pruning the ``extra`` groups would save now (one count)."""
+        return self.account.saving(self.status, extra)
 
     def _changed(self) -> None:
         """Drop what is cached from ``status`` (call wherever it changes)."""
-        self._phi = self._masks = self._f_now = None
+        self._masks = None
+        self.account.changed()
 
     def _status_masks(self) -> tuple[np.ndarray, np.ndarray | None]:
         """``(status == ACTIVE, status == PRUNED or None if no group is pruned)``, cached."""
@@ -175,7 +132,7 @@ class Controller:
         dt = stats.step - self.last_step if self.last_step is not None else stats.interval
         self.banked += self.saved_fraction() * max(dt, 0)
         self.last_step = stats.step
-        self._measure(stats.flops_per_token)
+        self.account.measure(self.status, stats.flops_per_token)
         self.window.push(stats, ignore=self._status_masks()[1])
         restores, releases = self._run_guard(stats)
         eligible = self._eligible(stats)
@@ -197,20 +154,6 @@ class Controller:
                     self.guard.watch(event)
         penalty = self._actuate(stats, eligible)
         return ControlOutput(events, tuple(restores), tuple(releases), penalty, False, reason or "ok", tuple(results))
-
-    def _dense_flops(self) -> float:
-        """The dense model's training FLOPs/token: the backend's if it reported, else ``model_flops``."""
-        return self.fpt_ref if self.fpt_ref is not None else self.model_flops
-
-    def _measure(self, fpt: float) -> None:
-        """Take the backend's FLOPs/token (every decision so far applied) as the measured
-        saving; the first finite value before any decision is the dense reference."""
-        if not (math.isfinite(fpt) and fpt > 0):
-            return
-        if self.fpt_ref is None and not (self.status != ACTIVE).any():
-            self.fpt_ref = float(fpt)
-        if self.fpt_ref is not None:
-            self._measured = (1.0 - float(fpt) / self.fpt_ref, self.estimated_fraction())
 
     def _eligible(self, stats: GroupStats) -> np.ndarray:
         """``[n]``: active, out of cool-down, all statistics finite (a new array)."""
@@ -286,7 +229,8 @@ class Controller:
         act = np.concatenate([np.full(ready_p.size, PRUNED), np.full(ready_f.size, FROZEN)])
         gain = np.where(act == PRUNED, self.flops_remove[idx], self.flops_freeze[idx])
         order = np.lexsort((idx, -gain))
-        picked = self._apply_constraints(idx[order], act[order])
+        ready = {int(i): int(a) for i, a in zip(idx[order], act[order])}
+        picked = select(ready, self.status, self.structure, self.config.max_groups_per_event)
         if not picked:
             return None
         before = self._dense_flops() * (1.0 - self.saved_fraction())
@@ -304,52 +248,6 @@ class Controller:
         self.next_event_id += 1
         self.last_event_step = step
         return event
-
-    def _apply_constraints(self, idx: np.ndarray, act: np.ndarray) -> list[tuple[int, int]]:
-        """Walk the ready groups in priority order; keep those the constraints allow."""
-        ready = {int(i): int(a) for i, a in zip(idx, act)}
-        alive = self.status != PRUNED
-        picked: list[tuple[int, int]] = []
-        taken: set[int] = set()
-        limit = self.config.max_groups_per_event
-        gone = set(self.layer_of[(self.status == PRUNED) & self.is_layer].tolist())  # pruned blocks
-        for i in ready:
-            if i in taken or (not self.is_layer[i] and self.layer_of[i] in gone):
-                continue
-            unit = self._unit(i, ready)
-            if unit is None or len(picked) + len(unit) > limit:
-                continue
-            if ready[i] == PRUNED and not self._keeps_enough(unit, alive):
-                continue
-            for j in unit:
-                picked.append((j, ready[i]))
-                taken.add(j)
-                if ready[i] == PRUNED:
-                    alive[j] = False
-                    if self.is_layer[j]:
-                        gone.add(int(self.layer_of[j]))
-        # groups inside a block whose layer goes now (or went before) go with it: no decision
-        # of their own (the backend removes the block; their statistics turn NaN)
-        layers = [int(self.layer_of[j]) for j, a in picked if a == PRUNED and self.is_layer[j]]
-        inside = self._inside_pruned_layer(layers)
-        return [(j, a) for j, a in picked if not inside[j]]
-
-    def _unit(self, i: int, ready: Mapping[int, int]) -> list[int] | None:
-        """The groups that must go with ``i`` (together constraints), None if not all ready."""
-        unit = {i}
-        for c in self.constraints:
-            if c.together and i in c.members:
-                unit.update(m for m in c.members if self.status[m] == ACTIVE)
-        if any(ready.get(j) != ready[i] for j in unit):
-            return None
-        return sorted(unit)
-
-    def _keeps_enough(self, unit: list[int], alive: np.ndarray) -> bool:
-        for c in self.constraints:
-            gone = sum(1 for j in unit if j in c.members)
-            if gone and int(alive[list(c.members)].sum()) - gone < c.min_keep:
-                return False
-        return True
 
     def _certificates(self, i: int, action: Action, results: list[MonitorResult],
                       role_ok: Mapping[Role, np.ndarray]) -> tuple[Certificate, ...]:
@@ -395,7 +293,7 @@ class Controller:
                 "chosen": self.chosen.tolist(), "pi": encode_array([self.pi.integral, self.pi.u]),
                 "banked": encode_array([self.banked])[0], "last_step": self.last_step,
                 "last_event_step": self.last_event_step, "next_event_id": self.next_event_id,
-                "fpt_ref": self.fpt_ref, "measured": None if self._measured is None else list(self._measured)}
+                **self.account.state_dict()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if state["n_groups"] != self.n_groups:
@@ -414,6 +312,4 @@ class Controller:
         self.banked = float(decode_array([state["banked"]])[0])
         self.last_step, self.last_event_step = state["last_step"], state["last_event_step"]
         self.next_event_id = int(state["next_event_id"])
-        self.fpt_ref = state.get("fpt_ref")
-        m = state.get("measured")
-        self._measured = None if m is None else (float(m[0]), float(m[1]))
+        self.account.load_state_dict(state)
