@@ -10,7 +10,8 @@ from test_torch_groups import tiny  # noqa: E402
 
 import lyactl_torch as L  # noqa: E402
 from lyactl_torch.freeze import freeze_layer, frozen_prefix, unfreeze_layer  # noqa: E402
-from lyactl_torch.groups import GPTAdapter, Layout  # noqa: E402
+from lyactl_torch.gpt_adapter import GPTAdapter  # noqa: E402
+from lyactl_torch.groups import Layout  # noqa: E402
 
 
 

@@ -15,7 +15,8 @@ from lyactl.errors import UnsupportedModelError  # noqa: E402
 from lyactl.control.groups import GroupKind  # noqa: E402
 
 import lyactl_torch as L  # noqa: E402
-from lyactl_torch.groups import ArchitectureAdapter, GPTAdapter, Layout, adapter_for  # noqa: E402
+from lyactl_torch.gpt_adapter import GPTAdapter  # noqa: E402
+from lyactl_torch.groups import ArchitectureAdapter, Layout, adapter_for  # noqa: E402
 
 
 

@@ -18,7 +18,7 @@ from lyactl.errors import UnsupportedModelError  # noqa: E402
 from lyactl.control.groups import Action, Decision, Event, GroupKind  # noqa: E402
 
 import lyactl_torch as L  # noqa: E402
-from lyactl_torch import hf  # noqa: E402
+from lyactl_torch import hf, hf_checkpoint  # noqa: E402
 
 V, S, D, HD = 61, 16, 64, 16
 
@@ -232,11 +232,11 @@ def test_save_load_per_layer_widths_round_trip(tmp_path, make):
     train(model, opt)
     b.apply(prune_event(b, ["blocks.0.attn.head.1", "blocks.1.mlp.block.0", "blocks.2"]))
     b.apply(prune_event(b, ["blocks.0"], eid=1, action=Action.FREEZE))
-    hf.save_hf(tmp_path / "ck.pt", model, live=b.layout.live, block_ids=b.layout.block_ids, optimizer=opt)
-    ck = hf.load_hf(tmp_path / "ck.pt")
+    hf_checkpoint.save_hf(tmp_path / "ck.pt", model, live=b.layout.live, block_ids=b.layout.block_ids, optimizer=opt)
+    ck = hf_checkpoint.load_hf(tmp_path / "ck.pt")
     x = tokens(4)
     torch.testing.assert_close(logits(ck.model, x), logits(model, x), rtol=0, atol=0)
-    assert not any(p.requires_grad for p in hf._adapter(ck.model).blocks(ck.model)[0].parameters())
+    assert not any(p.requires_grad for p in hf.adapter_of(ck.model).blocks(ck.model)[0].parameters())
     opt2 = torch.optim.AdamW(ck.model.parameters(), lr=1e-3)
     L.load_optimizer_state(opt2, ck.model, ck.optimizer)
     b2 = L.TorchBackend(ck.model, opt2, adapters=hf.hf_adapters(), live=ck.live, block_ids=ck.block_ids)
@@ -250,7 +250,7 @@ def test_export_pretrained_uniform_loads_per_layer_refuses(tmp_path):
     b = L.TorchBackend(model, torch.optim.SGD(model.parameters(), lr=0.1), adapters=hf.hf_adapters())
     b.apply(prune_event(b, ["blocks.0.attn.head.1", "blocks.1.attn.head.1", "blocks.2.attn.head.1"]))
     b.apply(prune_event(b, ["blocks.1", "blocks.0.mlp.block.0", "blocks.2.mlp.block.0"], eid=1))
-    hf.export_pretrained(model, tmp_path / "uniform")
+    hf_checkpoint.export_pretrained(model, tmp_path / "uniform")
     loaded = T.LlamaForCausalLM.from_pretrained(tmp_path / "uniform")
     assert loaded.config.num_hidden_layers == 2 and loaded.config.num_key_value_heads == 1
     x = tokens(6)
@@ -258,20 +258,20 @@ def test_export_pretrained_uniform_loads_per_layer_refuses(tmp_path):
     b.restore(prune_event(b, ["blocks.1"], eid=1, action=Action.RESTORE))
     b.apply(prune_event(b, ["blocks.0.mlp.block.0"], eid=2))  # now MLP widths differ: 64, 128, 128
     with pytest.raises(UnsupportedModelError, match="one value for every layer"):
-        hf.export_pretrained(model, tmp_path / "ragged")
+        hf_checkpoint.export_pretrained(model, tmp_path / "ragged")
 
 
 def test_export_gpt2_removed_layer_ok_pruned_head_refused(tmp_path):
     model = gpt2(n_layer=3)
     b = L.TorchBackend(model, torch.optim.SGD(model.parameters(), lr=0.1), adapters=hf.hf_adapters())
     b.apply(prune_event(b, ["blocks.1"]))
-    hf.export_pretrained(model, tmp_path / "g")
+    hf_checkpoint.export_pretrained(model, tmp_path / "g")
     loaded = T.GPT2LMHeadModel.from_pretrained(tmp_path / "g")
     x = tokens(7)
     torch.testing.assert_close(logits(loaded, x), logits(model, x), rtol=1e-6, atol=1e-6)
     b.apply(prune_event(b, ["blocks.0.attn.head.0", "blocks.2.attn.head.0"], eid=1))  # uniform, but 3 heads
     with pytest.raises(UnsupportedModelError, match="head_dim = n_embd // n_head"):
-        hf.export_pretrained(model, tmp_path / "h")
+        hf_checkpoint.export_pretrained(model, tmp_path / "h")
 
 
 # ---- unsupported and absent ------------------------------------------------------------
@@ -305,7 +305,7 @@ def test_generation_with_the_kv_cache_after_a_block_and_heads_are_removed(make):
     train(model, opt)
     ref, orig = copy.deepcopy(model), copy.deepcopy(model)
     b.apply(prune_event(b, ["blocks.1", "blocks.2.attn.head.0"]))
-    a = hf._adapter(ref)
+    a = hf.adapter_of(ref)
     with torch.no_grad():
         zero_block(a.blocks(ref)[1])
         if isinstance(model, T.GPT2LMHeadModel):

@@ -10,7 +10,8 @@ from lyactl.errors import InvalidArgumentError  # noqa: E402
 from lyactl.control.groups import GroupKind  # noqa: E402
 from test_torch_groups import reference_masks, tiny, zero_groups  # noqa: E402
 
-from lyactl_torch.groups import GPTAdapter, Layout  # noqa: E402
+from lyactl_torch.gpt_adapter import GPTAdapter  # noqa: E402
+from lyactl_torch.groups import Layout  # noqa: E402
 from lyactl_torch.surgery import prune_units, remove_layer, restore_layer, restore_units  # noqa: E402
 
 

@@ -21,7 +21,8 @@ if TYPE_CHECKING:  # the lazily imported names, for type checkers and IDEs
     from lyactl_torch.checkpoint import Checkpoint, load, load_optimizer_state, save
     from lyactl_torch.flops import flops_per_token, model_flops_per_token, step_flops
     from lyactl_torch.freeze import freeze_layer, frozen_prefix, unfreeze_layer
-    from lyactl_torch.groups import ArchitectureAdapter, AxisSpec, GPTAdapter, GroupRef, Layout, ModelCost, ParamSlice, adapter_for
+    from lyactl_torch.groups import ArchitectureAdapter, AxisSpec, GroupRef, Layout, ModelCost, ParamSlice, adapter_for
+    from lyactl_torch.gpt_adapter import GPTAdapter
     from lyactl_torch.ddp import DistributedLyactl, rebuild_ddp
     from lyactl_torch.hf import hf_adapters
     from lyactl_torch.integrations import LyactlCallback, LyactlLightningCallback
@@ -36,7 +37,8 @@ _LAZY = {
     "checkpoint": ("Checkpoint", "load", "load_optimizer_state", "save",),
     "flops": ("flops_per_token", "model_flops_per_token", "step_flops",),
     "freeze": ("freeze_layer", "frozen_prefix", "unfreeze_layer",),
-    "groups": ("ArchitectureAdapter", "AxisSpec", "GPTAdapter", "GroupRef", "Layout", "ModelCost", "ParamSlice", "adapter_for",),
+    "groups": ("ArchitectureAdapter", "AxisSpec", "GroupRef", "Layout", "ModelCost", "ParamSlice", "adapter_for",),
+    "gpt_adapter": ("GPTAdapter",),
     "ddp": ("DistributedLyactl", "rebuild_ddp",),
     "hf": ("hf_adapters",),
     "integrations": ("LyactlCallback", "LyactlLightningCallback",),

@@ -47,7 +47,8 @@ from lyactl.errors import InvalidArgumentError, UnsupportedModelError, bad_arg
 from lyactl.control.groups import Event
 
 from .backend import TorchBackend
-from .groups import ArchitectureAdapter, GPTAdapter
+from .gpt_adapter import GPTAdapter
+from .groups import ArchitectureAdapter
 from .hf import hf_adapters
 from .loop import Controller, Lyactl
 
