@@ -1,12 +1,13 @@
 """TorchBackend: the :class:`lyactl.control.protocol.Backend` for PyTorch models.
 
 Ties together group discovery (:mod:`.groups`), statistics (:mod:`.stats`), surgery
-(:mod:`.surgery`), freezing (:mod:`.freeze`) and the proximal penalty (:mod:`.penalty`).
+(:mod:`.operations`, :mod:`.surgery`), freezing (:mod:`.freeze`) and the proximal penalty (:mod:`.penalty`).
 
-Events: a PRUNE decision on a width group removes its units (decisions on the same axis
-in one event are applied as one cut); on a LAYER group it removes the block. A FREEZE
-decision freezes a LAYER group (width groups cannot be frozen). An event is applied
-atomically (on error, the parts already applied are undone). :meth:`restore` undoes a
+Events: what each decision means is said once, in :func:`.operations.plan`: a PRUNE
+decision on a width group removes its units (decisions on the same axis in one event are
+applied as one cut); on a LAYER group it removes the block. A FREEZE decision freezes a
+LAYER group (width groups cannot be frozen). Extra operations (a reparametrisation of a
+state-space layer) ride along with an event. An event is applied atomically (on error, the parts already applied are undone). :meth:`restore` undoes a
 held event exactly: given an event whose ``event_id`` was applied it undoes that event;
 given another event, every held event containing one of its RESTORE decisions' groups
 is undone whole. :meth:`release` drops what is held (same matching).
@@ -27,15 +28,15 @@ import torch
 from torch import nn
 
 from lyactl.errors import InvalidArgumentError, bad_arg
-from lyactl.control.groups import Action, Constraint, Event, Group, GroupKind, GroupStats
+from lyactl.control.groups import Action, Constraint, Event, Group, GroupStats
 
 from .flops import model_flops_per_token
 from .flops_model import flops_with
-from .freeze import freeze_layer, unfreeze_layer, update_prefix
+from .freeze import update_prefix
 from .groups import ArchitectureAdapter, Layout, adapter_for
 from .penalty import ProximalGroupLasso
 from .stats import ReductionPlan
-from .surgery import prune_units, remove_layer, restore_layer, restore_units
+from .operations import Operation, plan
 
 __all__ = ["TorchBackend"]
 
@@ -69,7 +70,7 @@ class TorchBackend:
         self.plan = ReductionPlan(self.layout, stats_dtype)
         self.prox = ProximalGroupLasso(self.plan)
         self.record: list[dict[str, Any]] = []
-        self.held: dict[int, list[tuple[str, Any]]] = {}
+        self.held: dict[int, list[tuple[Operation, Any]]] = {}
         self.held_groups: dict[int, set[int]] = {}
         self.step = 0
         self.last_stats_step = 0
@@ -123,39 +124,6 @@ class TorchBackend:
         return flops_with(self.layout, status)
 
     # ---- structural events --------------------------------------------------------
-    def _parts(self, event: Event) -> list[tuple[str, Any]]:
-        """Group an event's decisions into ordered operations: width cuts per axis, then layers."""
-        cuts: dict[str, list[int]] = {}
-        layers: list[tuple[str, int]] = []
-        for d in event.decisions:
-            if not 0 <= d.index < len(self.layout.groups) or self.layout.groups[d.index].name != d.group:
-                raise InvalidArgumentError(bad_arg("Decision.index", f"the index of group {d.group!r}", d.index))
-            g, ref = self.layout.groups[d.index], self.layout.refs[d.index]
-            if d.action is Action.PRUNE and g.kind is not GroupKind.LAYER:
-                cuts.setdefault(ref.axis, []).extend(ref.units)
-            elif d.action in (Action.PRUNE, Action.FREEZE) and g.kind is GroupKind.LAYER:
-                layers.append((d.action.value, ref.layer))
-            elif d.action is Action.FREEZE:
-                raise InvalidArgumentError(bad_arg(f"FREEZE of {d.group!r}", "a LAYER group", g.kind.value))
-        return [("cut", (axis, tuple(u))) for axis, u in cuts.items()] + [(a, b) for a, b in layers]
-
-    def _do(self, op: str, arg: Any) -> tuple[str, Any]:
-        L, opt = self.layout, self.optimizer
-        if op == "cut":
-            return "cut", prune_units(L, opt, *arg)
-        if op == "prune":
-            return "layer", remove_layer(L, opt, arg)
-        return "freeze", freeze_layer(L, arg)
-
-    def _undo(self, kind: str, rec: Any) -> None:
-        L, opt = self.layout, self.optimizer
-        if kind == "cut":
-            restore_units(L, opt, rec)
-        elif kind == "layer":
-            restore_layer(L, opt, rec)
-        else:
-            unfreeze_layer(L, rec)
-
     def _measure(self) -> tuple[float, int | None]:
         dev = self.plan.device
         if dev.type == "cuda":
@@ -175,18 +143,20 @@ class TorchBackend:
                             "cuda_allocated_before": before[1], "cuda_allocated_after": after[1],
                             "seconds": time.perf_counter() - t0})
 
-    def apply(self, event: Event) -> None:
-        """Carry out ``event`` (prune / freeze), keeping what was removed for restore."""
+    def apply(self, event: Event, extra: Sequence[Operation] = ()) -> None:
+        """Carry out ``event`` (prune / freeze, :func:`~.operations.plan`) and the ``extra``
+        operations after it (e.g. a :class:`~.operations.Reparametrise`), keeping what was
+        removed for restore: all or nothing (on error, what was applied is undone)."""
         if event.event_id in self.held:
             raise InvalidArgumentError(bad_arg("event.event_id", "an event not applied yet", event.event_id))
         t0, before = time.perf_counter(), self._measure()
-        done: list[tuple[str, Any]] = []
+        done: list[tuple[Operation, Any]] = []
         try:
-            for op, arg in self._parts(event):
-                done.append(self._do(op, arg))
+            for op in plan(self.layout, event, extra):
+                done.append((op, op.apply(self.layout, self.optimizer)))
         except Exception:
-            for kind, rec in reversed(done):
-                self._undo(kind, rec)
+            for op, rec in reversed(done):
+                op.undo(self.layout, self.optimizer, rec)
             self._rebuild()
             raise
         self.held[event.event_id] = done
@@ -207,8 +177,8 @@ class TorchBackend:
             raise InvalidArgumentError(bad_arg("restore(event)", "an applied, unreleased event", event.event_id))
         t0, before = time.perf_counter(), self._measure()
         for eid in sorted(ids, reverse=True):
-            for kind, rec in reversed(self.held.pop(eid)):
-                self._undo(kind, rec)
+            for op, rec in reversed(self.held.pop(eid)):
+                op.undo(self.layout, self.optimizer, rec)
             self.held_groups.pop(eid)
         self._rebuild()
         self._log("restore", event, before, t0)
