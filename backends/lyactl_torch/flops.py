@@ -36,6 +36,7 @@ def flops_per_token(cost: ModelCost, frozen: Sequence[bool] = (), prefix: int = 
         raise InvalidArgumentError(bad_arg("prefix", f"an int in [0, {n}] covering frozen blocks only", prefix))
     total = 6.0 * cost.other_matmul
     for i, (M, A) in enumerate(zip(cost.block_matmul, cost.block_attn)):
+        A += cost.other(i)  # non-matmul work: a frozen prefix runs only its forward third
         if i < prefix:
             total += 2.0 * M + A / 3.0
         elif frozen[i]:
@@ -64,7 +65,8 @@ def training_flops_per_token(model: nn.Module, seq_len: int | None = None,
         T = getattr(getattr(model, "config", None), "seq_len", None)
         if not T:
             raise InvalidArgumentError(bad_arg("seq_len", "a model whose config has seq_len", type(model).__name__))
-        cost = ModelCost(cost.block_matmul, tuple(a * seq_len / T for a in cost.block_attn), cost.other_matmul)
+        cost = ModelCost(cost.block_matmul, tuple(a * seq_len / T for a in cost.block_attn), cost.other_matmul,
+                         cost.block_other)
     blocks = adapter.blocks(model)
     frozen = [is_frozen(b) for b in blocks]
     prefix = next((i for i, f in enumerate(frozen) if not f), len(frozen))

@@ -58,6 +58,7 @@ def _priced(layout: Layout, cut: dict[str, int], gone: set[int], freeze: set[int
     blocks = layout.adapter.blocks(layout.model)
     pos_of = {id(p): i for i, blk in enumerate(blocks) for p in blk.parameters()}
     mm, attn, other = list(cost.block_matmul), list(cost.block_attn), float(cost.other_matmul)
+    extra = [cost.other(i) for i in range(len(mm))]
     for pairs in layout.axis_of_param().values():
         if not any(sl.matmul for _, sl in pairs):
             continue
@@ -72,9 +73,12 @@ def _priced(layout: Layout, cut: dict[str, int], gone: set[int], freeze: set[int
     for name, k in cut.items():
         axis = layout.axes[name]
         if axis.layer >= 0 and k:
-            attn[layout.block_ids.index(axis.layer)] -= axis.attn_flops_per_unit * k
+            pos = layout.block_ids.index(axis.layer)
+            attn[pos] -= axis.attn_flops_per_unit * k
+            extra[pos] -= axis.other_flops_per_unit * k
     keep = [i for i, b in enumerate(layout.block_ids) if b not in gone]
     frozen = [is_frozen(blocks[i]) or layout.block_ids[i] in freeze for i in keep]
     prefix = next((j for j, f in enumerate(frozen) if not f), len(frozen))
-    priced = ModelCost(tuple(mm[i] for i in keep), tuple(attn[i] for i in keep), int(other))
+    priced = ModelCost(tuple(mm[i] for i in keep), tuple(attn[i] for i in keep), int(other),
+                       tuple(extra[i] for i in keep))
     return flops_per_token(priced, frozen, prefix)

@@ -76,7 +76,9 @@ class AxisSpec:
 
     ``layer`` is the original block index (-1 for model-wide axes), ``size`` the current
     number of units, ``block`` the units per group, ``attn_flops_per_unit`` the training
-    attention FLOPs/token carried by one unit, ``refresh`` a callable run after every
+    attention FLOPs/token carried by one unit (scales with the sequence length),
+    ``other_flops_per_unit`` its other non-matmul training FLOPs/token (a state-space
+    layer's recurrence: per token, whatever the sequence length), ``refresh`` a callable run after every
     change of the axis (it updates module bookkeeping such as ``n_head``), ``unit_count``
     the :attr:`Group.units` one axis unit carries (query heads per KV group).
     """
@@ -90,16 +92,24 @@ class AxisSpec:
     attn_flops_per_unit: float = 0.0
     refresh: Callable[[], None] | None = field(default=None, repr=False)
     unit_count: int = 1
+    other_flops_per_unit: float = 0.0
 
 
 @dataclass(frozen=True)
 class ModelCost:
     """Current cost inputs: matmul weights and training attention FLOPs/token per block,
-    plus matmul weights outside the blocks (LM head)."""
+    matmul weights outside the blocks (LM head), and per block the training FLOPs/token of
+    layers that are neither matmuls nor attention (``block_other``, e.g. a state-space
+    scan; empty means none; not rescaled with the sequence length)."""
 
     block_matmul: tuple[int, ...]
     block_attn: tuple[float, ...]
     other_matmul: int
+    block_other: tuple[float, ...] = ()
+
+    def other(self, i: int) -> float:
+        """``block_other[i]`` (0 when the adapter reports none)."""
+        return self.block_other[i] if self.block_other else 0.0
 
 
 @runtime_checkable
@@ -199,7 +209,7 @@ class Layout:
         for j in range(len(ids) // k):
             units = tuple(ids[j * k:(j + 1) * k])
             name = f"{axis.name}.{units[0] // k}"
-            fl = 6.0 * mm_per * k + axis.attn_flops_per_unit * k
+            fl = 6.0 * mm_per * k + (axis.attn_flops_per_unit + axis.other_flops_per_unit) * k
             group = Group(name, axis.kind, axis.layer, n_per * k, fl, 0.0, k * axis.unit_count)
             out.append((group, GroupRef(axis.name, units, axis.layer)))
         return out
@@ -223,7 +233,7 @@ class Layout:
                     remainder = len(self.live[axis.name]) % self._unit_block(axis)
                     cons.append(Constraint(tuple(range(first, len(groups))), 1 if remainder == 0 else 0))
             n_params = sum(p.numel() for p in blocks[pos].parameters())
-            mm, attn = cost.block_matmul[pos], cost.block_attn[pos]
+            mm, attn = cost.block_matmul[pos], cost.block_attn[pos] + cost.other(pos)
             groups.append(Group(f"blocks.{b}", GroupKind.LAYER, b, n_params, 6.0 * mm + attn, 2.0 * mm, 1))
             refs.append(GroupRef(None, (b,), b))
         layer_idx = tuple(i for i, g in enumerate(groups) if g.kind is GroupKind.LAYER)

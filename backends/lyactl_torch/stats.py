@@ -94,7 +94,7 @@ class ReductionPlan:
             for key, (p, mem, gs) in by_param.items()
         )
         self.device = self.entries[0].param.device if self.entries else torch.device("cpu")
-        self.classes = _classes(self.entries, MAX_STACK)
+        self.classes = _classes(self.entries, MAX_STACK, G)
         self._prev: dict[int, torch.Tensor] | None = None  # built from the stacks on demand
         self._prev_stacks: list[torch.Tensor] | None = None  # per class, when prev came from them
         self.snapshot()
@@ -183,6 +183,7 @@ class _Class:
     gidx: tuple[torch.Tensor, ...]
     layers: torch.Tensor | None
     groups: tuple[np.ndarray, ...]  # per entry, every group it feeds (host, for has_g/has_m)
+    overlaps: tuple[tuple[int, int], ...] = ()  # member pairs (j1, j2) that share a group
 
     def present(self, tensors: list[torch.Tensor | None], mask: np.ndarray
                 ) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
@@ -208,10 +209,27 @@ class _Class:
             total = R.sum(1) if total is None else total
             g = gidx if sel is None else gidx[sel]
             row.index_add_(0, g.reshape(-1), R.reshape(-1))
+        for j1, j2 in self.overlaps:
+            self._count_once(row, X, j1, j2, sel)
         if self.layers is not None:
             if total is None:
                 total = X.reshape(k, -1).sum(1).to(row.dtype)
             row.index_add_(0, self.layers if sel is None else self.layers[sel], total)
+
+
+    def _count_once(self, row: torch.Tensor, X: torch.Tensor, j1: int, j2: int, sel: torch.Tensor | None) -> None:
+        """Subtract what the two member dimensions ``j1``, ``j2`` both gave one group: an
+        element in group ``g``'s slice along both dims (a state matrix sliced by rows and
+        columns) was added twice. ``C[k, a] = sum_b R2[k, a, b] [g1[a] = g2[b]]``, removed from
+        ``g1[a]``'s sum. Cost: one ``[k, L1, L2]`` temporary."""
+        d1, d2 = self.dims[j1], self.dims[j2]
+        other = [d + 1 for d in range(X.dim() - 1) if d not in (d1, d2)]
+        R2 = (X.sum(dim=other) if other else X).to(row.dtype)
+        if d1 > d2:
+            R2 = R2.transpose(1, 2)
+        g1, g2 = (self.gidx[j1], self.gidx[j2]) if sel is None else (self.gidx[j1][sel], self.gidx[j2][sel])
+        same = g1[:, :, None] == g2[:, None, :]
+        row.index_add_(0, g1.reshape(-1), -(R2 * same).sum(2).reshape(-1))
 
 
 MAX_STACK = 1 << 26
@@ -220,9 +238,17 @@ large model's 32 copies of one matrix are split into a few stacks, not one that 
 the memory of the parameters it copies."""
 
 
-def _classes(entries: tuple[PlanEntry, ...], max_stack: int = MAX_STACK) -> tuple[_Class, ...]:
+def _overlaps(gidx: tuple[torch.Tensor, ...], n_groups: int) -> tuple[tuple[int, int], ...]:
+    """Pairs of member dimensions whose position -> group maps share a group (< n_groups):
+    their common elements must be counted once (:meth:`_Class._count_once`)."""
+    sets = [set(g.unique().tolist()) - {n_groups} for g in gidx]
+    return tuple((a, b) for a in range(len(sets)) for b in range(a + 1, len(sets)) if sets[a] & sets[b])
+
+
+def _classes(entries: tuple[PlanEntry, ...], max_stack: int = MAX_STACK, n_groups: int = -1) -> tuple[_Class, ...]:
     """Partition ``entries`` by (shape, dtype, device, member dims, has a LAYER group), in
-    chunks of at most ``max_stack`` elements (at least one parameter each)."""
+    chunks of at most ``max_stack`` elements (at least one parameter each); ``n_groups`` is
+    the slot of units in no group."""
     by_key: dict[tuple, list[PlanEntry]] = {}
     for e in entries:
         p = e.param
@@ -239,5 +265,5 @@ def _classes(entries: tuple[PlanEntry, ...], max_stack: int = MAX_STACK) -> tupl
         dev = members[0].param.device
         layers = None if members[0].layer is None else torch.tensor([e.layer for e in members], device=dev)
         groups = tuple(np.array(sorted(e.groups), dtype=np.int64) for e in members)
-        out.append(_Class(tuple(members), dims, gidx, layers, groups))
+        out.append(_Class(tuple(members), dims, gidx, layers, groups, _overlaps(gidx, n_groups)))
     return tuple(out)

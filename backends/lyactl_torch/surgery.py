@@ -149,7 +149,7 @@ def restore_units(layout: Layout, optimizer: torch.optim.Optimizer, rec: AxisRem
         raise InvalidArgumentError(bad_arg(f"restore of {rec.axis!r}", "units not live", rec.units))
     combined = ids + list(rec.units)
     order = torch.tensor(sorted(range(len(combined)), key=combined.__getitem__), dtype=torch.int64)
-    for r in rec.slices:
+    for r in reversed(rec.slices):  # reverse order: an axis may slice two dims of one parameter
         p, s = r.s.param, r.s
         y = split(p.data, s)
         if y.shape[2:] != r.data.shape[2:]:
