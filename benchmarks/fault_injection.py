@@ -57,9 +57,8 @@ def build(steps: int = STEPS, guard_all: bool = True):
     import torch
 
     import lyactl_torch as L
-    from lyactl.control.controller import Controller, ControllerConfig
+    from lyactl.app.runconfig import ControllerSection, build_controller
     from lyactl.control.guard import GuardConfig
-    from lyactl.control.monitors import MonitorConfig
     from lyactl_torch.corpus import Batches
     from lyactl_torch.train import TrainConfig, build_optimizer
 
@@ -76,9 +75,10 @@ def build(steps: int = STEPS, guard_all: bool = True):
     tcfg = TrainConfig(steps=steps, lr=3e-3, warmup=5, log_every=5)
     opt = build_optimizer(model, tcfg)
     loop = L.Lyactl(model, opt, None, interval=2, block=64)
-    ccfg = ControllerConfig(monitors=MonitorConfig(window=3, lag=1), guard=GuardConfig(window=3, pre_window=3),
-                            hysteresis=2, cooldown_steps=10, guard_exact_events=guard_all)
-    loop.controller = Controller(loop.backend.groups(), loop.backend.constraints(), ccfg)
+    section = ControllerSection(interval=2, block=64, budget=None, warmup_frac=0.0, last_frac=1.0, window=3, lag=1,
+                                guard=GuardConfig(window=3, pre_window=3), hysteresis=2, cooldown_steps=10,
+                                min_steps_between_events=0, guard_exact_events=guard_all)
+    loop.controller = build_controller(section, steps, loop.backend.groups(), loop.backend.constraints())
     tokens = np.random.default_rng(0).integers(0, 64, 4000)
     return model, opt, loop, Batches(tokens, 16, 4, 0), tcfg
 

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from lyactl.control.baselines import ReplayController, ScheduledEvent, magnitude_scores, random_scores, schedule_from_log, taylor_scores
-from lyactl.control.budget import BudgetConfig
-from lyactl.control.controller import Controller, ControllerConfig
+from lyactl.app.runconfig import ControllerSection, build_controller
+from lyactl.control.controller import ControllerConfig
 from lyactl_torch.corpus import Batches, Document
 from lyactl_torch.evaluate import evaluate
 from lyactl_torch.flops import training_flops_per_token
@@ -90,16 +90,13 @@ def _policy(spec: dict, model: GPT, opt: torch.optim.Optimizer):
     loop = Lyactl(model, opt, None, interval=K)
     groups, constraints = loop.backend.groups(), loop.backend.constraints()
     T = spec["steps"]
-    if pol["kind"] == "lyactl":
-        ramp = {"ramp_start": int(pol["warmup_frac"] * T), "ramp_end": int(pol["ramp_end_frac"] * T)} \
-            if pol.get("ramp_end_frac") else {}
-        budget = BudgetConfig(target=pol["budget"], total_steps=T, **ramp) if pol.get("budget") else None
-        cfg = ControllerConfig(
-            model_flops=training_flops_per_token(model, spec["seq_len"]), budget=budget, warmup_steps=int(pol["warmup_frac"] * T),
-            last_decision_step=int(pol["last_frac"] * T), hysteresis=pol["hysteresis"],
-            max_groups_per_event=pol["max_groups_per_event"],
-            min_steps_between_events=pol["min_steps_between_events"])
-        ctl = Controller(groups, constraints, cfg, flops_model=loop.backend.flops_model)
+    if pol["kind"] == "lyactl":  # the run config's controller section, built where every run builds it
+        section = ControllerSection(
+            interval=K, budget=pol.get("budget") or None, warmup_frac=pol["warmup_frac"], last_frac=pol["last_frac"],
+            ramp_end_frac=pol.get("ramp_end_frac") or None, hysteresis=pol["hysteresis"],
+            max_groups_per_event=pol["max_groups_per_event"], min_steps_between_events=pol["min_steps_between_events"],
+            cooldown_steps=ControllerConfig().cooldown_steps, model_flops=training_flops_per_token(model, spec["seq_len"]))
+        ctl = build_controller(section, T, groups, constraints, loop.backend.flops_model)
     elif pol["kind"] == "freeze":
         steps = np.linspace(pol["start_frac"] * T, pol["end_frac"] * T, pol["layers"])
         sched = [ScheduledEvent(int(s), {}, i + 1) for i, s in enumerate(steps)]

@@ -32,6 +32,7 @@ from lyactl.errors import CheckpointError, InvalidArgumentError, bad_arg
 
 from .freeze import FreezeRecord, update_prefix
 from .loop import Lyactl
+from .operations import CutUnits, FreezeLayer, Operation, RemoveLayer
 from .surgery import AxisRemoval, LayerRemoval, SliceRecord
 
 __all__ = ["check_checkpointable", "loop_state", "replay_structure", "load_loop_values"]
@@ -45,7 +46,17 @@ def check_checkpointable(loop: Lyactl) -> None:
                                            "(needed to checkpoint the run)", type(c).__name__))
 
 
-def _held_part(kind: str, rec: Any) -> dict[str, Any]:
+def _kind(op: Operation) -> str:
+    """The checkpoint's name of an operation's record (a Reparametrise is not checkpointed)."""
+    for cls, kind in ((CutUnits, "cut"), (RemoveLayer, "layer"), (FreezeLayer, "freeze")):
+        if isinstance(op, cls):
+            return kind
+    raise CheckpointError(bad_arg("held operation", "a cut, layer removal or freeze (checkpointable)",
+                                  type(op).__name__))
+
+
+def _held_part(op: Operation, rec: Any) -> dict[str, Any]:
+    kind = _kind(op)
     if kind == "cut":
         return {"kind": kind, "axis": rec.axis, "units": list(rec.units),
                 "slices": [{"name": r.s.name, "data": r.data, "state": dict(r.state)} for r in rec.slices]}
@@ -74,7 +85,7 @@ def loop_state(loop: Lyactl) -> dict[str, Any]:
         "live": {k: list(v) for k, v in b.layout.live.items()}, "block_ids": list(b.layout.block_ids),
         "lam": torch.as_tensor(b.prox.lam_host, dtype=torch.float64),
         "prev": {names[key]: t for key, t in b.plan.prev.items()},
-        "held": {int(eid): [_held_part(k, r) for k, r in parts] for eid, parts in b.held.items()},
+        "held": {int(eid): [_held_part(op, r) for op, r in parts] for eid, parts in b.held.items()},
     }
 
 
@@ -138,7 +149,7 @@ def load_loop_values(loop: Lyactl, state: Mapping[str, Any]) -> None:
     b = loop.backend
     for eid, parts in b.held.items():
         saved = state["held"][eid]
-        b.held[eid] = [(k, _held_values(k, r, s)) for (k, r), s in zip(parts, saved, strict=True)]
+        b.held[eid] = [(op, _held_values(_kind(op), r, s)) for (op, r), s in zip(parts, saved, strict=True)]
     names = {id(p): n for n, p in b.model.named_parameters()}
     try:
         b.plan.prev = {id(e.param): state["prev"][names[id(e.param)]].to(e.param.device) for e in b.plan.entries}

@@ -27,11 +27,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from lyactl.control.budget import BudgetConfig
-from lyactl.control.controller import Controller, ControllerConfig, ControlOutput
+from lyactl.control.controller import Controller, ControlOutput
 from lyactl.control.decision_log import DecisionLog, encode_array
-from lyactl.control.monitors import MonitorConfig
 from lyactl.app.runconfig import DEMO_CORPUS, RunConfig
+from lyactl.app.runconfig import build_controller as build_from_section
 
 from .checkpoint import save
 from .corpus import Batches, Split, encode_documents, load_documents, split_documents, train_bpe
@@ -42,7 +41,7 @@ from .loop import Lyactl
 from .model import GPT, GPTConfig
 from .runlog import LOGGER, MetricsLog
 from .tokenizer import Tokenizer, load_tokenizer
-from .train import TrainConfig, build_optimizer, lr_at, train
+from .train import build_optimizer, lr_at, train
 
 __all__ = ["DEMO_CORPUS_DIR", "RunData", "prepare_data", "build_model", "build_controller", "warm_up", "run_arm"]
 
@@ -84,17 +83,10 @@ def build_model(cfg: RunConfig, vocab_size: int) -> GPT:
 
 
 def build_controller(cfg: RunConfig, loop: Lyactl) -> Controller:
-    """lyactl's controller over the loop's groups, configured by ``cfg.controller``."""
-    c, T = cfg.controller, cfg.training.steps
-    ramp = {} if c.ramp_end_frac is None else {"ramp_start": int(c.warmup_frac * T), "ramp_end": int(c.ramp_end_frac * T)}
-    budget = BudgetConfig(target=c.budget, total_steps=T, u_max=c.u_max, **ramp) if c.budget is not None else None
-    ccfg = ControllerConfig(monitors=MonitorConfig(window=c.window, lag=c.lag), budget=budget,
-                            warmup_steps=int(c.warmup_frac * T), last_decision_step=int(c.last_frac * T),
-                            hysteresis=c.hysteresis, max_groups_per_event=c.max_groups_per_event,
-                            min_steps_between_events=c.min_steps_between_events,
-                            cooldown_steps=c.cooldown_steps, allow_prune=c.allow_prune,
-                            allow_freeze=c.allow_freeze)
-    return Controller(loop.backend.groups(), loop.backend.constraints(), ccfg, flops_model=loop.backend.flops_model)
+    """lyactl's controller over the loop's groups, configured by ``cfg.controller``
+    (:func:`lyactl.app.runconfig.build_controller`, with the backend's exact FLOPs model)."""
+    return build_from_section(cfg.controller, cfg.training.steps, loop.backend.groups(), loop.backend.constraints(),
+                              loop.backend.flops_model)
 
 
 class _Tracer:
@@ -153,7 +145,7 @@ def _progress_hook(cfg: RunConfig, arm: str, model: GPT, metrics: MetricsLog, pr
         state["train_flops"] += state["fpt"] * cfg.data.batch_size * cfg.model.seq_len
         bar.update(1)
         if (step + 1) % tcfg.log_every == 0 or step + 1 == tcfg.steps:
-            row = {"arm": arm, "step": step + 1, "loss": float(loss), "lr": lr_at(step, _train_config(cfg)),
+            row = {"arm": arm, "step": step + 1, "loss": float(loss), "lr": lr_at(step, cfg.training),
                    "flops_per_token": state["fpt"], "flops_kept": state["fpt"] / dense_fpt,
                    "train_flops": state["train_flops"], "elapsed_s": time.perf_counter() - t0}
             metrics.log(row)
@@ -162,17 +154,10 @@ def _progress_hook(cfg: RunConfig, arm: str, model: GPT, metrics: MetricsLog, pr
     return hook
 
 
-def _train_config(cfg: RunConfig) -> TrainConfig:
-    t = cfg.training
-    return TrainConfig(steps=t.steps, lr=t.lr, warmup=t.warmup, min_lr_frac=t.min_lr_frac,
-                       weight_decay=t.weight_decay, grad_clip=t.grad_clip, device=t.device, bf16=t.bf16,
-                       compile=t.compile, log_every=t.log_every, seed=t.seed)
-
-
 def warm_up(cfg: RunConfig, data: RunData, steps: int = 3) -> None:
     """A few untimed steps of a throwaway model, so one-time costs (kernel selection, lazy
     initialisation) are not charged to whichever arm runs first."""
-    tcfg = _train_config(cfg)
+    tcfg = cfg.training
     model = build_model(cfg, data.tokenizer.vocab_size).to(cfg.training.device)
     opt = build_optimizer(model, tcfg)
     for step in range(steps):
@@ -190,7 +175,7 @@ def run_arm(cfg: RunConfig, data: RunData, out: Path, arm: str, *, controlled: b
             metrics: MetricsLog | None = None) -> dict[str, Any]:
     """Train one arm (dense, or with lyactl's controller when ``controlled``), evaluate
     validation bits per byte, save ``<arm>.pt``; return the arm's summary record."""
-    tcfg, dev = _train_config(cfg), torch.device(cfg.training.device)
+    tcfg, dev = cfg.training, torch.device(cfg.training.device)
     model = build_model(cfg, data.tokenizer.vocab_size).to(dev)
     opt = build_optimizer(model, tcfg)
     fpt0 = training_flops_per_token(model, cfg.model.seq_len)

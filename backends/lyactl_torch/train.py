@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from lyactl.app.runconfig import TrainingSection
 from lyactl.errors import InvalidArgumentError, bad_arg
 
 from .backend_state import check_checkpointable
@@ -38,35 +39,9 @@ from .run_state import list_checkpoints, load_run, quarantine_newer, restore_run
 __all__ = ["TrainConfig", "RunResult", "lr_at", "build_optimizer", "train"]
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Hyper-parameters of one pretraining run (validated on construction)."""
-
-    steps: int
-    lr: float = 1e-3
-    warmup: int = 100
-    min_lr_frac: float = 0.1
-    betas: tuple[float, float] = (0.9, 0.95)
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    device: str = "cpu"
-    bf16: bool = False
-    compile: bool = False
-    log_every: int = 50
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        checks = {
-            "steps": self.steps >= 1,
-            "lr": math.isfinite(self.lr) and self.lr > 0,
-            "warmup": 0 <= self.warmup <= self.steps,
-            "min_lr_frac": 0 <= self.min_lr_frac <= 1,
-            "weight_decay": self.weight_decay >= 0,
-            "log_every": self.log_every >= 1,
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise InvalidArgumentError(bad_arg(f"TrainConfig.{name}", "a valid value", getattr(self, name)))
+TrainConfig = TrainingSection
+"""The training loop's config: the run config's ``[training]`` section itself
+(:class:`lyactl.app.runconfig.TrainingSection`, validated, errors named ``training.<key>``)."""
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:

@@ -4,11 +4,19 @@ Four sections, each a validated frozen dataclass::
 
     [model]       d_model, n_layer, n_head, head_dim, mlp_hidden, seq_len, vocab_size
     [data]        corpus, val_fraction, split_seed, batch_size, val_docs
-    [training]    steps, lr, warmup, min_lr_frac, weight_decay, grad_clip, device, bf16,
+    [training]    steps, lr, warmup, min_lr_frac, betas, weight_decay, grad_clip, device, bf16,
                   compile, log_every, seed
     [controller]  enabled, interval, block, budget, u_max, warmup_frac, last_frac, ramp_end_frac, hysteresis,
                   window, lag, max_groups_per_event, min_steps_between_events, cooldown_steps,
-                  allow_prune, allow_freeze
+                  allow_prune, allow_freeze, guard_exact_events, model_flops
+    [controller.guard]          window, pre_window, tol_rel, z   (lyactl.control.guard.GuardConfig)
+    [[controller.user_monitors]] name, role, candidate, and one of decreases = alpha / below = bound
+
+This is the one configuration path: :class:`TrainingSection` IS the training loop's config
+(``lyactl_torch.train.TrainConfig`` is this class), the guard table loads the real
+:class:`~lyactl.control.guard.GuardConfig`, and :func:`build_controller` is the one place a
+:class:`~lyactl.control.controller.Controller` is made from a run config (the runner, the
+benchmark harness and the fault-injection study call it).
 
 A missing key takes its default; an unknown key, a value of the wrong type or out of range
 raises :class:`~lyactl.errors.InvalidArgumentError` whose message names the key
@@ -23,12 +31,18 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
+from lyactl.control.guard import GuardConfig
 from lyactl.errors import DataFileError, InvalidArgumentError, bad_arg
 
-__all__ = ["ModelSection", "DataSection", "TrainingSection", "ControllerSection", "RunConfig",
-           "run_config_from_dict", "load_run_config", "DEMO_CORPUS"]
+if TYPE_CHECKING:
+    from lyactl.control.controller import Controller, ControllerConfig
+    from lyactl.control.groups import Constraint, Group
+    from lyactl.control.protocol import FlopsModel
+
+__all__ = ["ModelSection", "DataSection", "TrainingSection", "ControllerSection", "RunConfig", "UserMonitorSpec",
+           "build_controller", "run_config_from_dict", "load_run_config", "DEMO_CORPUS"]
 
 DEMO_CORPUS = "demo"
 """``data.corpus`` value naming the corpus shipped with lyactl_torch."""
@@ -105,12 +119,14 @@ class DataSection:
 
 @dataclass(frozen=True)
 class TrainingSection:
-    """Optimiser and schedule (:class:`lyactl_torch.train.TrainConfig`)."""
+    """Optimiser (AdamW, ``betas``) and schedule (linear warm-up, cosine to ``min_lr_frac``);
+    the training loop's own config (``lyactl_torch.train.TrainConfig`` is this class)."""
 
     steps: int = 400
     lr: float = 3e-3
     warmup: int = 30
     min_lr_frac: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     device: str = "cpu"
@@ -122,11 +138,45 @@ class TrainingSection:
     def __post_init__(self) -> None:
         _validate("training", self, {
             "steps": _int(1), "lr": _num(0, lo_open=True), "warmup": _int(0), "min_lr_frac": _num(0, 1),
+            "betas": (lambda v: isinstance(v, tuple) and len(v) == 2 and all(_num(0, 1)[0](b) and b < 1 for b in v),
+                      "two numbers in [0, 1)"),
             "weight_decay": _num(0), "grad_clip": _num(0), "device": _STR, "bf16": _BOOL, "compile": _BOOL,
             "log_every": _int(1), "seed": _int(0)})
         if self.warmup > self.steps:
             raise InvalidArgumentError(bad_arg("training.warmup", f"an int <= training.steps={self.steps}",
                                                self.warmup))
+
+
+@dataclass(frozen=True)
+class UserMonitorSpec:
+    """A user's Lyapunov monitor from a config file: ``candidate`` is an expression in the
+    statistics (``"w_sq + dw_sq / lr"``, read by :mod:`lyactl.expr`), ``role`` one of
+    collapsed, converged, bounded, harmless, and the condition exactly one of ``decreases``
+    (``V_{k+1} <= (1 - alpha) V_k``) or ``below`` (``V_last < bound``)."""
+
+    name: str
+    role: str
+    candidate: str
+    decreases: float | None = None
+    below: float | None = None
+
+    def __post_init__(self) -> None:
+        _validate("controller.user_monitors", self, {
+            "name": _STR, "candidate": _STR,
+            "role": (lambda v: v in ("collapsed", "converged", "bounded", "harmless"),
+                     "one of collapsed, converged, bounded, harmless"),
+            "decreases": _optional(_num(0, 1, True)), "below": _optional(_num(0, lo_open=True))})
+        if (self.decreases is None) == (self.below is None):
+            raise InvalidArgumentError(bad_arg(f"controller.user_monitors[{self.name}]",
+                                               "exactly one of decreases or below", "both or neither"))
+
+    def monitor(self) -> Any:
+        """The :class:`~lyactl.control.monitors.LyapunovMonitor` (imports sympy)."""
+        from lyactl.control.monitors import Role
+        from lyactl.control.user_monitors import Below, Decreases, user_monitor
+
+        cond = Decreases(self.decreases) if self.decreases is not None else Below(self.below)
+        return user_monitor(self.name, Role(self.role), self.candidate, cond)
 
 
 @dataclass(frozen=True)
@@ -153,9 +203,14 @@ class ControllerSection:
     cooldown_steps: int = 100
     allow_prune: bool = True
     allow_freeze: bool = True
+    guard_exact_events: bool = False
+    model_flops: float | None = None
+    guard: GuardConfig = field(default_factory=GuardConfig)
+    user_monitors: tuple[UserMonitorSpec, ...] = ()
 
     def __post_init__(self) -> None:
         _validate("controller", self, {
+            "model_flops": (lambda v: v is None or _num(0, lo_open=True)[0](v), "none or a number > 0"),
             "enabled": _BOOL, "interval": _int(1), "block": _int(1),
             "budget": (lambda v: v is None or (_num(0, 1, True)[0](v) and v < 1), "none or a number in (0, 1)"),
             "u_max": _num(0), "warmup_frac": _num(0, 1), "last_frac": _num(0, 1),
@@ -163,7 +218,7 @@ class ControllerSection:
             "hysteresis": _int(1),
             "window": _int(3), "lag": _int(1), "max_groups_per_event": _int(1),
             "min_steps_between_events": _int(0), "cooldown_steps": _int(0), "allow_prune": _BOOL,
-            "allow_freeze": _BOOL})
+            "allow_freeze": _BOOL, "guard_exact_events": _BOOL})
         if self.lag >= self.window:
             raise InvalidArgumentError(bad_arg("controller.lag", f"an int < controller.window={self.window}", self.lag))
         if self.last_frac < self.warmup_frac:
@@ -174,6 +229,36 @@ class ControllerSection:
             raise InvalidArgumentError(bad_arg("controller.ramp_end_frac",
                                                f"none or a number in (warmup_frac={self.warmup_frac}, "
                                                f"last_frac={self.last_frac}]", self.ramp_end_frac))
+
+    def config(self, total_steps: int) -> ControllerConfig:
+        """The :class:`~lyactl.control.controller.ControllerConfig` of a run of
+        ``total_steps`` steps (fractions of the run become step numbers)."""
+        from lyactl.control.budget import BudgetConfig
+        from lyactl.control.controller import ControllerConfig
+        from lyactl.control.monitors import MonitorConfig
+
+        T, start = total_steps, int(self.warmup_frac * total_steps)
+        ramp = {} if self.ramp_end_frac is None else {"ramp_start": start, "ramp_end": int(self.ramp_end_frac * T)}
+        budget = None if self.budget is None else BudgetConfig(target=self.budget, total_steps=T, u_max=self.u_max, **ramp)
+        return ControllerConfig(
+            monitors=MonitorConfig(window=self.window, lag=self.lag), guard=self.guard, budget=budget,
+            warmup_steps=start, last_decision_step=int(self.last_frac * T), hysteresis=self.hysteresis,
+            max_groups_per_event=self.max_groups_per_event, min_steps_between_events=self.min_steps_between_events,
+            cooldown_steps=self.cooldown_steps, model_flops=self.model_flops, allow_prune=self.allow_prune,
+            allow_freeze=self.allow_freeze, guard_exact_events=self.guard_exact_events)
+
+
+def build_controller(section: ControllerSection, total_steps: int, groups: Sequence[Group],
+                     constraints: Sequence[Constraint] = (), flops_model: FlopsModel | None = None) -> Controller:
+    """The controller of a run: ``section.config(total_steps)``, the built-in monitors plus
+    the section's user monitors, over the backend's groups (the one place a run's
+    controller is made)."""
+    from lyactl.control.controller import Controller
+    from lyactl.control.monitors import default_monitors
+
+    cfg = section.config(total_steps)
+    monitors = default_monitors(cfg.monitors) + tuple(spec.monitor() for spec in section.user_monitors)
+    return Controller(groups, constraints, cfg, monitors=monitors, flops_model=flops_model)
 
 
 @dataclass(frozen=True)
@@ -206,8 +291,21 @@ def _section(name: str, cls: type, raw: Any) -> Any:
         # TOML/YAML give ints where a float is meant ("lr = 1"): accept them as floats
         if known[key].type in ("float", "float | None") and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        values[key] = value
+        values[key] = _nested(f"{name}.{key}", key, value)
     return cls(**values)
+
+
+def _nested(name: str, key: str, value: Any) -> Any:
+    """Tables and lists of a section loaded into their real dataclasses."""
+    if key == "guard":
+        return _section(name, GuardConfig, value)
+    if key == "user_monitors":
+        if not isinstance(value, (list, tuple)):
+            raise InvalidArgumentError(bad_arg(name, "a list of tables", value))
+        return tuple(_section(f"{name}[{i}]", UserMonitorSpec, v) for i, v in enumerate(value))
+    if key == "betas" and isinstance(value, list):
+        return tuple(float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value)
+    return value
 
 
 def run_config_from_dict(data: Mapping[str, Any]) -> RunConfig:
