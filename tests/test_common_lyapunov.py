@@ -1,10 +1,13 @@
 """Common quadratic Lyapunov functions: certificates re-checked, failures witnessed."""
 
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from lyactl.analysis.common_lyapunov import common_lyapunov, common_lyapunov_over_curvature, decrease_margin
+from lyactl.analysis.common_lyapunov import (common_lyapunov, common_lyapunov_over_curvature, common_lyapunov_sdp,
+                                             decrease_margin)
 from lyactl.errors import InvalidArgumentError, ShapeError
 from lyactl.analysis.optimizers import OptimizerParams, adam, heavy_ball
 from lyactl.verdict import Verdict
@@ -86,3 +89,52 @@ def test_heavy_ball_ranges_hold_and_fail():
     assert all(np.max(np.abs(np.linalg.eigvals(A))) < 1 for A in As)  # each one stable ...
     assert bad.verdict is Verdict.FAILS                                # ... switching is not
     _check_witness(bad, As)
+
+
+# --- the SDP path (cvxpy, extra "sdp"; in the test extra) ---------------------------------
+
+def _interval_check(P, make, p, lo, hi, seed):
+    """The convexity claim, checked directly: P decreases at random curvatures inside the
+    interval, not only at the sampled ones."""
+    lams = np.random.default_rng(seed).uniform(lo, hi, 40)
+    return max(np.linalg.eigvalsh(make().matrix(l, p).T @ P @ make().matrix(l, p) - P)[-1] for l in lams)
+
+
+def test_sdp_certifies_a_range_the_search_leaves_unknown():
+    p, lo, hi = OptimizerParams(0.1, 0.5), 2.0, 8.0
+    cheap = common_lyapunov_over_curvature(heavy_ball(), p, lo, hi, 8, sdp=False)
+    ev = common_lyapunov_over_curvature(heavy_ball(), p, lo, hi, 8)
+    assert cheap.verdict is Verdict.UNKNOWN
+    assert ev.verdict is Verdict.HOLDS and ev.details["search"] == "sdp"
+    assert ev.details["covers_interval"] == [lo, hi]
+    P = np.array(ev.details["P"])
+    _check_certificate(P, [heavy_ball().matrix(l, p) for l in np.linspace(lo, hi, 8)], 0)
+    assert _interval_check(P, heavy_ball, p, lo, hi, 0) < 0
+
+
+def test_without_cvxpy_the_old_behaviour_stays(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cvxpy", None)
+    p = OptimizerParams(0.1, 0.5)
+    ev = common_lyapunov_over_curvature(heavy_ball(), p, 2.0, 8.0, 8)
+    assert ev.verdict is Verdict.UNKNOWN
+    assert common_lyapunov_sdp([heavy_ball().matrix(3.0, p)]) is None
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.sampled_from([heavy_ball, adam]), st.floats(0.3, 0.95), st.floats(0.5, 10.0), st.floats(1.2, 6.0), seeds)
+def test_sdp_verdicts_cover_the_interval_and_never_lose_a_holds(make, beta, lo, ratio, seed):
+    p, hi = OptimizerParams(0.1, beta), lo * ratio
+    kw = dict(max_products=300, iters=100)
+    with_sdp = common_lyapunov_over_curvature(make(), p, lo, hi, 6, **kw)
+    without = common_lyapunov_over_curvature(make(), p, lo, hi, 6, sdp=False, **kw)
+    if without.verdict is not Verdict.UNKNOWN:
+        assert with_sdp.verdict is without.verdict  # the SDP runs only after the search fails
+    if with_sdp.verdict is Verdict.HOLDS:
+        assert _interval_check(np.array(with_sdp.details["P"]), make, p, lo, hi, seed) < 0
+
+
+def test_vertex_sdp_is_infeasible_when_switching_diverges():
+    """A pair whose product diverges has no common P: the SDP must not return one that passes."""
+    A1 = np.array([[0.5, 1.8], [0.0, 0.5]])
+    P = common_lyapunov_sdp([A1, A1.T])
+    assert P is None or decrease_margin(P, [A1, A1.T]) <= 0

@@ -13,18 +13,32 @@ Verdicts:
   ``eigvalsh``, with ``margin = min_i lambda_min(P - A_i^T P A_i) / lambda_max(P) > tol``.
 * UNKNOWN -- neither (the search is not complete).
 
-Why no SDP solver: the LMI ``P > 0, A_i^T P A_i - P < 0`` is a textbook SDP, but cvxpy and
-its native solvers are not dependencies of lyactl (heavy, platform-specific wheels). Since
-every HOLDS is re-checked exactly, any heuristic ``P`` is a genuine certificate; we try the
-``dlyap`` solutions of each matrix and of their mean, then refine by projected subgradient
-descent on ``max_i lambda_max(A_i^T P A_i - P)`` over ``{P >= eps I, trace P = n}``. A failed
-search answers UNKNOWN, never FAILS.
+Search. The LMI ``P > 0, A_i^T P A_i - P < 0`` is a textbook SDP. When cvxpy is installed
+(extra ``sdp``; imported only by :func:`lyactl.analysis.rates.import_cvxpy`) and the cheap search
+below fails, :func:`common_lyapunov_sdp` solves ``min t s.t. I <= P <= t I,
+A_i^T P A_i - P <= -I`` (CLARABEL): feasible iff a common quadratic Lyapunov function exists, and
+``1 / t`` bounds the margin. Without cvxpy (not a core dependency: heavy, platform-specific
+wheels) only the cheap search runs: the ``dlyap`` solutions of each matrix and of their mean,
+refined by projected subgradient descent on ``max_i lambda_max(A_i^T P A_i - P)`` over
+``{P >= eps I, trace P = n}``. Every HOLDS, whichever route found ``P``, is re-checked exactly
+with ``eigvalsh``; a failed search answers UNKNOWN, never FAILS.
+
+Over a curvature interval. For ``A(lam) = C0 + lam C1`` (every model of
+:mod:`lyactl.analysis.optimizers`) and ``P > 0``, ``F(lam) = A(lam)^T P A(lam) - P`` is a matrix
+quadratic in ``lam`` with leading coefficient ``C1^T P C1 >= 0``, hence matrix-convex:
+``t F(a) + (1 - t) F(b) - F(t a + (1 - t) b) = t (1 - t) (a - b)^2 C1^T P C1 >= 0``
+(derived in :func:`theory.iqc.vertex_convexity`). So ``F < 0`` at the two ends implies
+``F < 0`` on all of ``[lam_min, lam_max]``: a HOLDS of
+:func:`common_lyapunov_over_curvature` (whose samples include both ends) certifies every
+switching sequence of curvatures in the interval, not only the sampled ones
+(``details["covers_interval"]``).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
@@ -34,7 +48,7 @@ from lyactl.analysis.optimizers import OptimizerModel, OptimizerParams
 from lyactl.analysis.systems import as_square_matrix, spectral_radius
 from lyactl.verdict import Evidence, Verdict
 
-__all__ = ["common_lyapunov", "common_lyapunov_over_curvature", "decrease_margin"]
+__all__ = ["common_lyapunov", "common_lyapunov_over_curvature", "common_lyapunov_sdp", "decrease_margin"]
 
 
 def decrease_margin(P: np.ndarray, As: Sequence[np.ndarray]) -> float:
@@ -45,12 +59,14 @@ def decrease_margin(P: np.ndarray, As: Sequence[np.ndarray]) -> float:
 
 
 def common_lyapunov(As: Sequence[np.ndarray], *, max_product: int = 4, max_products: int = 4000,
-                    iters: int = 300, tol: float = 1e-9, seed: int = 0) -> Evidence:
+                    iters: int = 300, tol: float = 1e-9, seed: int = 0, sdp: bool = True) -> Evidence:
     """Search a common quadratic Lyapunov function for ``As`` (see module docstring).
 
     ``details["P"]`` holds ``P`` (list of lists) when the verdict is HOLDS; a failing
-    matrix index or product sequence is in ``details["witness"]``. Cost: O(m n^3) per
-    subgradient iteration, plus up to ``max_products`` products of length <= ``max_product``.
+    matrix index or product sequence is in ``details["witness"]``; ``details["search"]`` says
+    which route found ``P``. ``sdp=False`` (or cvxpy absent) skips the SDP. Cost: O(m n^3)
+    per subgradient iteration, plus up to ``max_products`` products of length
+    <= ``max_product``, plus one SDP with m LMIs of size n when the search fails.
     """
     As = _validate(As)
     for i, A in enumerate(As):
@@ -63,10 +79,15 @@ def common_lyapunov(As: Sequence[np.ndarray], *, max_product: int = 4, max_produ
         return Evidence(Verdict.FAILS, "common-lyapunov", 1 - rho_k, ("rho(A_i1 ... A_ik)^(1/k) < 1",),
                         {}, {"witness": list(seq), "spectral_radius_per_step": rho_k})
     P, margin = _search(As, iters)
+    search = "dlyap+subgradient"
+    if not margin > tol and sdp:
+        P_sdp = common_lyapunov_sdp(As)
+        if P_sdp is not None and decrease_margin(P_sdp, As) > margin:
+            P, margin, search = P_sdp, decrease_margin(P_sdp, As), "sdp"
     conds = ("P > 0", "A_i^T P A_i - P < 0 for all i")
     if margin > tol:
         return Evidence(Verdict.HOLDS, "common-lyapunov", margin, conds, {},
-                        {"P": P.tolist(), "m": len(As)})
+                        {"P": P.tolist(), "m": len(As), "search": search})
     return Evidence(Verdict.UNKNOWN, "common-lyapunov", margin, conds, {},
                     {"best_margin": margin, "m": len(As)})
 
@@ -81,7 +102,40 @@ def common_lyapunov_over_curvature(model: OptimizerModel, p: OptimizerParams, la
     if not (isinstance(samples, int) and samples >= 1):
         raise InvalidArgumentError(bad_arg("samples", "an int >= 1", samples))
     lams = np.linspace(lam_min, lam_max, samples)
-    return common_lyapunov([model.matrix(float(l), p) for l in lams], **kwargs)
+    ev = common_lyapunov([model.matrix(float(l), p) for l in lams], **kwargs)
+    if ev.verdict is Verdict.HOLDS:  # ends sampled + convexity in lam (module docstring)
+        ev = replace(ev, details={**ev.details, "covers_interval": [float(lam_min), float(lam_max)]})
+    return ev
+
+
+def common_lyapunov_sdp(As: Sequence[np.ndarray]) -> np.ndarray | None:
+    """``P`` solving ``min t s.t. I <= P <= t I, A_i^T P A_i - P <= -I`` for all ``i``, or None
+    when cvxpy is absent, the SDP is infeasible or the solver fails (the caller re-checks ``P``).
+
+    Cost: one SDP with ``m`` LMIs of size ``n`` (interior point, about O(m n^6) per iteration).
+    """
+    try:
+        from lyactl.analysis.rates import import_cvxpy
+
+        cp = import_cvxpy()
+    except ImportError:
+        return None
+    As = _validate(As)
+    n = As[0].shape[0]
+    P, t = cp.Variable((n, n), symmetric=True), cp.Variable()
+    cons = [P >> np.eye(n), P << t * np.eye(n)]
+    cons += [(A.T @ P @ A - P + (A.T @ P @ A - P).T) / 2 << -np.eye(n) for A in As]
+    problem = cp.Problem(cp.Minimize(t), cons)
+    for name in (s for s in ("CLARABEL", "SCS") if s in cp.installed_solvers()):
+        try:
+            problem.solve(solver=name)
+        except cp.error.SolverError:
+            continue
+        if P.value is not None and np.all(np.isfinite(P.value)):
+            return (P.value + P.value.T) / 2
+        if problem.status in ("infeasible", "infeasible_inaccurate"):
+            return None
+    return None
 
 
 def _validate(As: Sequence[np.ndarray]) -> list[np.ndarray]:
