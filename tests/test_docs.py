@@ -35,6 +35,9 @@ def test_tutorial_runs(script, tmp_path):
     assert proc.stdout.strip()  # each tutorial prints what it did
     if script.name in ("plain_loop.py", "custom_lyapunov.py"):
         assert "re-verified: True" in proc.stdout  # decisions happened and their certificates re-verify
+    if script.name in ("hf_trainer.py", "lightning_callback.py"):
+        events = int(re.search(r"events: (\d+)", proc.stdout).group(1))
+        assert events >= 1, proc.stdout  # the tutorial's settings let certified events happen
 
 
 def test_mkdocs_build_strict(tmp_path):

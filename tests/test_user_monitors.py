@@ -49,7 +49,7 @@ def test_user_monitor_changes_decisions():
     got = {d.index for s in sim.stats for e in strict.observe(s).events for d in e.decisions}
     assert got == set()
     # a permissive user certificate that prunes the learning groups too
-    loose = user_monitor("always", Role.COLLAPSED, CallableWindowCandidate(lambda x: np.ones_like(x["w_sq"])), Below(2.0))
+    loose = user_monitor("always", Role.COLLAPSED, CallableWindowCandidate(lambda x: x["w_sq"] / (x["w_sq"] + 1.0)), Below(2.0))
     ctrl = Controller(sim.groups, monitors=(loose,), config=ControllerConfig(max_groups_per_event=6))
     outs = [ctrl.observe(s) for s in sim.stats]
     decs = [d for o in outs for e in o.events for d in e.decisions]

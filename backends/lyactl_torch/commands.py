@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lyactl.app import exit_codes
 from lyactl.errors import InvalidArgumentError
 
 __all__ = ["add_demo", "add_eval", "add_train", "run_eval"]
@@ -21,9 +22,10 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
         description="Train a small GPT on the shipped demo corpus (World English Bible excerpt) twice, "
                     "dense and with the lyactl controller (same seed, same data order); print FLOPs, "
                     "wall-clock, validation bits per byte and the certified decisions; write a run folder "
-                    "with the decision log, metrics (CSV, JSON) and plots. Exit 0 if every certificate "
-                    "re-verifies offline, 1 if one does not.")
-    p.add_argument("--out", type=Path, default=Path("lyactl-demo"), help="run folder (default ./lyactl-demo)")
+                    "with the decision log, metrics (CSV, JSON), plots and a manifest of checksums. Exit 0 if "
+                    "every certificate re-verifies offline, 1 if one does not, 2 on bad input.",
+        epilog=exit_codes.EPILOG)
+    _add_out(p, "demo")
     p.add_argument("--preset", choices=("small", "tiny", "large"), default="small",
                    help="small: CPU, ~2 min (default); tiny: seconds (tests); large: a GPU")
     p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: the preset's)")
@@ -34,11 +36,35 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_run_demo)
 
 
+def _add_out(p: argparse.ArgumentParser, kind: str) -> None:
+    """``--out``, ``--new-run``, ``--overwrite`` (see :mod:`lyactl.app.runfolder`)."""
+    p.add_argument("--out", type=Path, default=None,
+                   help=f"run folder (default: the next free ./lyactl-runs/{kind}-N, a git-ignored folder); "
+                        "one that holds files is refused unless --new-run or --overwrite")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--new-run", action="store_true",
+                     help="if --out holds files, write the next free numbered folder beside it (OUT-2, OUT-3, ...)")
+    how.add_argument("--overwrite", action="store_true",
+                     help="if --out is a previous run folder, remove that run's files first (after the input "
+                          "is validated)")
+
+
 def _check_device(device: str) -> None:
+    """``device`` must name a device torch has here: ``cpu``, ``cuda[:N]`` or ``mps``."""
     import torch
 
-    if device.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
+        raise InvalidArgumentError(f"--device: expected cpu, cuda, cuda:N or mps, found {device!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
         raise InvalidArgumentError(f"--device: expected a device torch can use, found {device!r} (no CUDA here)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InvalidArgumentError(f"--device: expected cuda:N with N < {torch.cuda.device_count()}, found {device!r}")
+    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise InvalidArgumentError(f"--device: expected a device torch can use, found {device!r} (no MPS here)")
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -48,9 +74,12 @@ def _run_demo(args: argparse.Namespace) -> int:
         raise InvalidArgumentError(f"--threads: expected an int >= 1, found {args.threads}")
     from lyactl_torch.demo import run_config, run_demo
 
+    if args.device is not None:
+        _check_device(args.device)
     cfg = run_config(args.preset, device=args.device, steps=args.steps)
     _check_device(cfg.training.device)
-    return run_demo(cfg, args.out, progress=not args.no_progress, verbose=args.verbose, threads=args.threads)
+    return run_demo(cfg, args.out, progress=not args.no_progress, verbose=args.verbose, threads=args.threads,
+                    overwrite=args.overwrite, new_run=args.new_run, kind="demo")
 
 
 def add_train(sub: argparse._SubParsersAction) -> None:
@@ -59,10 +88,12 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         description="Train the reference GPT as configured in CONFIG (.toml, .yaml or .yml; sections "
                     "[model], [data], [training], [controller]; unknown keys are errors; see "
                     "docs/quickstart.md), with the lyactl controller unless controller.enabled = false. "
-                    "Writes the run folder (checkpoint, decision log, metrics, plots). Exit 0 ok, 1 if a "
-                    "certificate does not re-verify, 2 on a bad config.")
+                    "Writes the run folder (checkpoint, decision log, metrics, plots, manifest); the config "
+                    "and corpus are checked before anything is written. Exit 0 ok, 1 if a certificate does "
+                    "not re-verify, 2 on a bad config.",
+        epilog=exit_codes.EPILOG)
     p.add_argument("config", type=Path, help="the run configuration (.toml, .yaml, .yml)")
-    p.add_argument("--out", type=Path, default=Path("lyactl-run"), help="run folder (default ./lyactl-run)")
+    _add_out(p, "train")
     p.add_argument("--dense-too", action="store_true", help="also train the dense arm (same seed and data)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--verbose", action="store_true", help="log events to stderr")
@@ -78,11 +109,13 @@ def _run_train(args: argparse.Namespace) -> int:
     _check_device(cfg.training.device)
     arm = "lyactl" if cfg.controller.enabled else "dense"
     arms = ("dense", arm) if args.dense_too and arm != "dense" else (arm,)
-    return run_demo(cfg, args.out, arms=arms, progress=not args.no_progress, verbose=args.verbose)
+    return run_demo(cfg, args.out, arms=arms, progress=not args.no_progress, verbose=args.verbose,
+                    overwrite=args.overwrite, new_run=args.new_run, kind="train")
 
 
 def add_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", add_help=False, help="evaluate a checkpoint offline (lyactl eval --help)")
+    p = sub.add_parser("eval", add_help=False, help="evaluate a checkpoint offline (lyactl eval --help); "
+                       "exit 0 ok, 2 on bad input")
     p.set_defaults(run_argv=run_eval)  # lyactl_torch.evaluate parses the rest of the command line
 
 

@@ -13,6 +13,11 @@ Presets (the CLI's own option strings, mapped to functions returning a config):
 
 The controller settings are chosen so that certified events happen within the run; see
 ``docs/quickstart.md`` for what they are and why.
+
+The run folder is history (:mod:`lyactl.app.runfolder`): the whole input (config, corpus) is
+validated before the folder is chosen, a folder that holds files is refused unless
+``--new-run`` or ``--overwrite`` says otherwise, the default is a fresh
+``lyactl-runs/<kind>-<n>`` (git-ignored), and ``manifest.json`` seals the run when it ends.
 """
 
 from __future__ import annotations
@@ -28,13 +33,15 @@ from typing import Callable
 
 import torch
 
-from lyactl.app.runconfig import ControllerSection, DataSection, ModelSection, RunConfig, TrainingSection
-from lyactl.app.runreport import format_table, load_run, plot_run, reverify_run
+from lyactl.app.runconfig import DEMO_CORPUS, ControllerSection, DataSection, ModelSection, RunConfig, TrainingSection
+from lyactl.app.runfolder import claim, default_out, write_manifest
+from lyactl.app.runreport import TABLE_LEGEND, check_run, format_table, load_run, plot_run, reverify_run
 
+from .corpus import load_documents, split_documents
 from .runlog import LOGGER, MetricsLog, write_csv
-from .runner import prepare_data, run_arm, warm_up
+from .runner import DEMO_CORPUS_DIR, prepare_data, run_arm, warm_up
 
-__all__ = ["small_preset", "tiny_preset", "large_preset", "PRESETS", "run_demo", "run_config"]
+__all__ = ["small_preset", "tiny_preset", "large_preset", "PRESETS", "check_inputs", "run_demo", "run_config"]
 
 
 def small_preset() -> RunConfig:
@@ -85,15 +92,34 @@ def run_config(preset: str, *, device: str | None = None, steps: int | None = No
     return dataclasses.replace(cfg, training=t)
 
 
-def _setup_logging(out: Path, verbose: bool) -> None:
+def _setup_logging(out: Path, verbose: bool) -> list[logging.Handler]:
+    """Handlers for ``out/run.log`` (and stderr when ``verbose``); returns the ones added."""
     LOGGER.setLevel(logging.INFO)
+    added: list[logging.Handler] = []
     if not any(isinstance(h, logging.FileHandler) and Path(h.baseFilename) == (out / "run.log").resolve()
                for h in LOGGER.handlers):
-        fh = logging.FileHandler(out / "run.log", mode="w", encoding="utf-8")
+        fh = logging.FileHandler(out / "run.log", mode="a", encoding="utf-8")
         fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        LOGGER.addHandler(fh)
+        added.append(fh)
     if verbose and not any(type(h) is logging.StreamHandler for h in LOGGER.handlers):
-        LOGGER.addHandler(logging.StreamHandler(sys.stderr))
+        added.append(logging.StreamHandler(sys.stderr))
+    for h in added:
+        LOGGER.addHandler(h)
+    return added
+
+
+def _close_logging(handlers: list[logging.Handler]) -> None:
+    """Detach and close ``handlers`` (``run.log`` is complete before the manifest is written)."""
+    for h in handlers:
+        LOGGER.removeHandler(h)
+        h.close()
+
+
+def check_inputs(cfg: RunConfig) -> None:
+    """Validate what the run reads before anything is written: the corpus folder exists,
+    holds documents, and splits (errors name the folder or the key)."""
+    folder = DEMO_CORPUS_DIR if cfg.data.corpus == DEMO_CORPUS else Path(cfg.data.corpus)
+    split_documents(load_documents(folder), cfg.data.val_fraction, cfg.data.split_seed)
 
 
 def _default_threads(device: str) -> int | None:
@@ -109,27 +135,30 @@ def _default_threads(device: str) -> int | None:
     return None
 
 
-def run_demo(cfg: RunConfig, out: Path, *, arms: tuple[str, ...] = ("dense", "lyactl"), progress: bool = True,
-             verbose: bool = False, threads: int | None = None) -> int:
-    """Train the arms, write the run folder, print the table; 0 if every certificate
-    re-verifies offline, 1 otherwise."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    _setup_logging(out, verbose)
+def run_demo(cfg: RunConfig, out: Path | None, *, arms: tuple[str, ...] = ("dense", "lyactl"), progress: bool = True,
+             verbose: bool = False, threads: int | None = None, overwrite: bool = False, new_run: bool = False,
+             kind: str = "demo") -> int:
+    """Validate the inputs, claim the run folder (``out``, or the next free
+    ``lyactl-runs/<kind>-<n>`` when None; see :func:`lyactl.app.runfolder.claim`), train the
+    arms, seal the folder with its manifest, print the table; 0 if the folder is intact and
+    every certificate re-verifies offline, 1 otherwise."""
+    check_inputs(cfg)
+    out = claim(Path(out), overwrite=overwrite, new_run=new_run) if out is not None else claim(default_out(kind))
+    print(f"run folder: {out}", flush=True)
+    handlers = _setup_logging(out, verbose)
     threads = threads if threads is not None else _default_threads(cfg.training.device)
     if threads is not None:
         torch.set_num_threads(threads)
     t0 = time.perf_counter()
-    for name in ("metrics.jsonl", "decisions.jsonl", "traces.json"):
-        (out / name).unlink(missing_ok=True)
-    data = prepare_data(cfg, out)
-    warm_up(cfg, data)
     metrics = MetricsLog(out / "metrics.jsonl", out / "tensorboard")
     try:
+        data = prepare_data(cfg, out)
+        warm_up(cfg, data)
         records = [run_arm(cfg, data, out, arm, controlled=arm != "dense", progress=progress, metrics=metrics)
                    for arm in arms]
     finally:
         metrics.close()
+        _close_logging(handlers)
     summary = {"arms": records, "total_s": time.perf_counter() - t0, "device": cfg.training.device,
                "torch_threads": torch.get_num_threads()}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -137,15 +166,22 @@ def run_demo(cfg: RunConfig, out: Path, *, arms: tuple[str, ...] = ("dense", "ly
 
 
 def finish_run(out: Path) -> int:
-    """Metrics CSV, plots, table, offline re-verification; returns the exit code."""
+    """Metrics CSV, plots, the manifest, table and its legend, the folder's check and
+    offline re-verification; returns the exit code."""
     run = load_run(out)
     write_csv(run["metrics"], out / "metrics.csv")
     plot_run(out, run)
+    write_manifest(out)
+    problems = check_run(out)
     report = reverify_run(out)
     print(format_table(run))
+    print(TABLE_LEGEND)
     status = "all verify" if report.ok else f"{len(report.failures)} FAIL"
     print(f"re-verified offline: {report.n_certificates} certificates of {report.n_decisions} decisions: {status}")
     for line, group, monitor, problem in report.failures[:10]:
         print(f"  {out / 'decisions.jsonl'}:{line} {group} [{monitor}]: {problem}")
-    print(f"run folder: {out}  (summary.json, metrics.csv, decisions.jsonl, loss.png, flops.png, lyapunov.png)")
-    return 0 if report.ok else 1
+    for p in problems:
+        print(f"  FAIL {out / p.file}: {p.problem}")
+    print(f"run folder: {out}  (summary.json, metrics.csv, decisions.jsonl, manifest.json, loss.png, flops.png, "
+          f"lyapunov.png; lyactl report {out} checks it again)")
+    return 0 if report.ok and not problems else 1

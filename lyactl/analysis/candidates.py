@@ -7,6 +7,9 @@ Protocol); no subclassing needed. :func:`as_candidate` wraps what a user hands i
 * a sympy expression in the state symbols           -> :class:`ExprCandidate`
 * a plain callable ``x -> float``                   -> :class:`CallableCandidate` (numeric only)
 * an object that already has ``value``              -> itself
+
+A candidate must depend on the state it certifies: ``P = 0`` and an expression free of the
+state symbols are refused at definition (a constant ``V`` certifies nothing).
 """
 
 from __future__ import annotations
@@ -67,12 +70,16 @@ class QuadraticCandidate:
                 raise ShapeError(bad_arg("P", "a square matrix", P.shape))
             if sp.simplify(P - P.T) != sp.zeros(*P.shape):
                 raise InvalidArgumentError(bad_arg("P", "a symmetric matrix", "P != P^T"))
+            if P.is_zero_matrix:
+                raise InvalidArgumentError(bad_arg("P", "a nonzero matrix (V = x^T P x must depend on the state)", "P = 0"))
         else:
             from lyactl.analysis.systems import as_square_matrix
 
             P = as_square_matrix(self.P, "P")
             if not np.allclose(P, P.T, rtol=1e-12, atol=1e-12 * max(1.0, float(np.max(np.abs(P))))):
                 raise InvalidArgumentError(bad_arg("P", "a symmetric matrix", "P != P^T"))
+            if not np.any(P):
+                raise InvalidArgumentError(bad_arg("P", "a nonzero matrix (V = x^T P x must depend on the state)", "P = 0"))
         object.__setattr__(self, "P", P)
 
     @property

@@ -71,10 +71,11 @@ class Region:
 
     @property
     def text(self) -> str:
-        """The closed form as a string with ``(eta*lam)``, ``(eta*wd)`` written out."""
+        """The closed form as a string with ``(eta*lam)``, ``(eta*wd)`` written out, and the
+        domain it holds on (``beta`` named only for a model whose polynomial has it)."""
         parts = self.closed_form.args if isinstance(self.closed_form, sp.And) else (self.closed_form,)
-        return " & ".join(_pretty(p) for p in sorted(parts, key=sp.default_sort_key)) + \
-            "   [for 0 <= beta < 1, 0 <= eta*wd < 1]"
+        domain = "0 <= beta < 1, 0 <= eta*wd < 1" if BETA in self.char_poly.free_symbols else "0 <= eta*wd < 1"
+        return " & ".join(_pretty(p) for p in sorted(parts, key=sp.default_sort_key)) + f"   [for {domain}]"
 
     def at(self, beta: float, eta_wd: float = 0.0) -> sp.Basic:
         """The closed form with ``beta`` and ``eta*wd`` substituted: conditions on ``eta_lam``."""

@@ -1,6 +1,8 @@
 """``lyactl verify``: stability of an optimizer model on a quadratic mode, or of x+ = A x.
 
-Exit codes (the CLI's convention): 0 the verdict holds, 1 it fails, 3 unknown, 2 bad input.
+Exit codes (the CLI's convention, :mod:`lyactl.app.exit_codes`): 0 the verdict holds, 1 it
+fails, 3 unknown, 2 bad input (a missing option, a value out of range, or values whose update
+matrix overflows, e.g. ``--lr 1e308 --curvature 1e308``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 
 from lyactl.app import exit_codes
 from lyactl.analysis.optimizers import OptimizerModel, OptimizerParams, adam, gd, heavy_ball, nesterov
-from lyactl.errors import DataFileError, InvalidArgumentError, LyactlError
+from lyactl.errors import DataFileError, InvalidArgumentError, LyactlError, bad_arg
 
 __all__ = ["add_parser", "run"]
 
@@ -26,12 +28,17 @@ _BOUNDARY_TOL = 1e-9
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("verify", help="verify stability of an optimizer model or a linear system x+ = A x")
+    p = sub.add_parser("verify", help="verify stability of an optimizer model or a linear system x+ = A x",
+                       description="The verdict (holds, fails, unknown) on the Schur stability of an optimizer "
+                                   "model on one quadratic mode of curvature lam, or of x+ = A x for a matrix "
+                                   "read from a file.", epilog=exit_codes.EPILOG)
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--optimizer", choices=sorted(_OPTIMIZERS), help="optimizer model on a quadratic mode")
-    what.add_argument("--matrix", type=Path, help="JSON list of lists or .npy file holding A")
+    what.add_argument("--matrix", type=Path, metavar="FILE",
+                      help="path of a file holding A: a JSON list of lists (any other suffix) or a NumPy .npy "
+                           "array (inline JSON is not read)")
     p.add_argument("--lr", type=float, help="step size eta (>= 0)")
-    p.add_argument("--momentum", type=float, default=None, help="momentum beta (heavy-ball, nesterov)")
+    p.add_argument("--momentum", type=float, default=None, help="momentum beta (required for heavy-ball, nesterov)")
     p.add_argument("--beta1", type=float, default=None, help="Adam's beta1 (default 0.9)")
     p.add_argument("--curvature", type=float, help="curvature lam of the mode (after preconditioning for adam)")
     p.add_argument("--weight-decay", type=float, default=0.0,
@@ -58,11 +65,14 @@ def run(args: argparse.Namespace) -> int:
             raise InvalidArgumentError(f"--beta1: only for adam, not {args.optimizer}")
         if args.optimizer == "gd" and args.momentum not in (None, 0.0):
             raise InvalidArgumentError("--momentum: gd has no momentum; use heavy-ball or nesterov")
+        if args.optimizer != "gd" and args.momentum is None:
+            raise InvalidArgumentError(bad_arg("--momentum", f"a number in [0, 1) for {args.optimizer}", None))
         beta = 0.0 if args.momentum is None else args.momentum
     p = _params(args.lr, beta, args.weight_decay)
     from lyactl.analysis.regions import derive_region
 
     model = _OPTIMIZERS[args.optimizer]()
+    _check_finite_matrix(model, args.curvature, p)
     region = derive_region(model)
     ev = region.check(model, args.curvature, p, _BOUNDARY_TOL)
     out = {"verdict": ev.verdict.value, "region": region.text,
@@ -82,6 +92,19 @@ def _params(eta: float, beta: float, wd: float) -> OptimizerParams:
     except LyactlError as exc:
         field = str(exc).split(":", 1)[0]
         raise InvalidArgumentError(f"{names.get(field, field)}: {str(exc).split(':', 1)[1].strip()}") from exc
+
+
+def _check_finite_matrix(model: OptimizerModel, lam: float, p: OptimizerParams) -> None:
+    """Bad input when ``A(lam)`` overflows (e.g. ``eta*lam = 1e308 * 1e308``): no verdict is
+    given on a matrix holding inf or NaN."""
+    with np.errstate(all="ignore"):
+        A = np.asarray(model.matrix(lam, p), dtype=float)
+        products = (p.eta * lam, p.eta * p.wd)
+    if not (np.isfinite(A).all() and all(math.isfinite(x) for x in products)):
+        raise InvalidArgumentError(bad_arg("--lr, --curvature, --weight-decay",
+                                           "values whose products eta*lam and eta*wd are finite floats",
+                                           f"lr={p.eta:g}, curvature={lam:g}, weight decay={p.wd:g}: the update "
+                                           "matrix overflows"))
 
 
 def _verify_matrix(args: argparse.Namespace) -> int:

@@ -2,7 +2,9 @@
 
 Works from the files alone (``summary.json``, ``metrics.jsonl``, ``traces.json``,
 ``decisions.jsonl``; see :mod:`lyactl_torch.runner`), with lyactl and no torch, so a run can
-be audited where it was not trained. matplotlib is imported lazily in :func:`_pyplot` only
+be audited where it was not trained. :func:`check_run` first checks the folder against its
+manifest (:mod:`lyactl.app.runfolder`): a missing, emptied, truncated or altered file, or
+events without decisions, is a failure before any certificate is read. matplotlib is imported lazily in :func:`_pyplot` only
 (Agg backend, no display).
 
 Plots: ``loss.png`` (training loss of every arm), ``flops.png`` (fraction of the dense
@@ -18,12 +20,20 @@ import math
 from pathlib import Path
 from typing import Any
 
+from lyactl.app.runfolder import DERIVED, Problem, audit
 from lyactl.control.decision_log import ReverifyReport, read_log, reverify
 from lyactl.errors import DataFileError, bad_arg
 
-__all__ = ["load_run", "format_table", "plot_run", "reverify_run", "PLOTS"]
+__all__ = ["check_run", "load_run", "TABLE_LEGEND", "format_table", "plot_run", "reverify_run", "PLOTS"]
 
-PLOTS = ("loss.png", "flops.png", "lyapunov.png")
+PLOTS = DERIVED
+
+
+def check_run(run_dir: str | Path) -> tuple[Problem, ...]:
+    """What is wrong with the run folder's files (empty if intact): :func:`lyactl.app.runfolder.audit`.
+
+    Raises :class:`DataFileError` when ``run_dir`` is not a run folder (no ``summary.json``)."""
+    return audit(run_dir)
 
 
 def load_run(run_dir: str | Path) -> dict[str, Any]:
@@ -41,7 +51,7 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise DataFileError(f"{run_dir}: a run file is not valid JSON: {exc}") from exc
     log = run_dir / "decisions.jsonl"
-    decisions = [r for r in read_log(log) if r.get("type") == "decision"] if log.is_file() else []
+    decisions = [r for r in read_log(log) if isinstance(r, dict) and r.get("type") == "decision"] if log.is_file() else []
     return {"summary": summary, "metrics": metrics, "traces": traces, "decisions": decisions}
 
 
@@ -52,6 +62,25 @@ def _si(x: float | None) -> str:
         if abs(x) >= scale:
             return f"{x / scale:.3g} {unit}"
     return f"{x:.3g}"
+
+
+TABLE_LEGEND = "\n".join([
+    "what the rows and words mean:",
+    "  model FLOPs/token before/after  training FLOPs (forward + backward) per token of the model at the start / at the end",
+    "  training FLOPs                  the FLOPs of the whole run: per step, FLOPs/token of the model then x tokens",
+    "  training FLOPs vs dense         training FLOPs / the dense arm's; above 'after/before' because the early "
+    "steps ran the full model",
+    "  wall-clock (s)                  training time of the arm (evaluation excluded)",
+    "  val bits/byte                   held-out bits per byte (lower is better) ± its standard error",
+    "  parameters after                parameters of the final model",
+    "  events (restored)               pruning/freezing events, and how many the guard undid (restored) after the "
+    "loss rose",
+    "  collapse, convergence, ...      the Lyapunov monitor whose certificate justified a decision (collapse: the "
+    "group's weights went to zero and stayed there)",
+    "  margin                          how far inside its certificate's condition a decision was (> 0 certifies; "
+    "for collapse, 1 means the Lyapunov function is exactly 0)",
+    "  kept (progress bar)             the fraction of the dense model's FLOPs/token the model has now"])
+"""One line per row of :func:`format_table` and per word of its event lines."""
 
 
 def format_table(run: dict[str, Any]) -> str:
@@ -178,6 +207,11 @@ def _plot_lyapunov(plt: Any, run: dict[str, Any], path: Path, n_undecided: int =
     undecided = [i for i in range(len(tr["groups"])) if i not in decided][:: max(1, len(tr["groups"]) // 8)]
     show = sorted(decided)[:6] + undecided[:n_undecided]
     for ax, name in zip(axes[0], monitors):
+        if not any(_num(v) > 0 for row in tr["V"][name] for v in (row[i] for i in show)):
+            ax.text(0.5, 0.5, "not evaluated on these groups\n(only where it could decide)", ha="center",
+                    transform=ax.transAxes, fontsize=7)
+            ax.set(xlabel="step", title=f"{name} ({tr['roles'][name]}): V")
+            continue
         for i in show:
             y = [_num(row[i]) for row in tr["V"][name]]
             line, = ax.plot(tr["steps"], [max(v, 1e-30) for v in y], lw=1.2 if i in decided else 0.8,

@@ -16,6 +16,12 @@ Symbols a sympy candidate may use: the per-group statistics ``w_sq, dw_sq, g_sq,
 m_sq, curv, curv_used`` and the per-report scalars ``lr, loss, weight_decay, interval,
 step, val_loss``. A sympy candidate is re-verifiable offline from the raw statistics; a
 callable candidate is opaque, so re-verification takes its logged ``V_k`` as given.
+
+A candidate must depend on the group's statistics it certifies: one that does not (a
+constant, or only the per-report scalars such as ``lr``) would certify every group alike,
+so it is refused at definition, naming it. A sympy candidate must hold one of the per-group
+symbols; a callable one is evaluated on two synthetic windows that differ only in the
+per-group statistics (:func:`_probe`) and must answer differently.
 """
 
 from __future__ import annotations
@@ -66,6 +72,9 @@ class SympyCandidate:
         unknown = [n for n in names if n not in _KNOWN]
         if unknown:
             raise InvalidArgumentError(bad_arg("SympyCandidate.expr", f"symbols among {_KNOWN}", unknown))
+        if not set(names) & set(WINDOW_FIELDS):
+            raise InvalidArgumentError(bad_arg(f"candidate {self.name!r}", "an expression of the group's "
+                                               f"statistics (one of {WINDOW_FIELDS})", str(expr)))
         object.__setattr__(self, "expr", expr)
         object.__setattr__(self, "_names", names)
         object.__setattr__(self, "_fn", sympy.lambdify([sympy.Symbol(n) for n in names], expr, "numpy"))
@@ -93,6 +102,14 @@ class CallableWindowCandidate:
     fn: Callable[[Mapping[str, np.ndarray]], np.ndarray]
     name: str = "user"
 
+    def __post_init__(self) -> None:
+        if not callable(self.fn):
+            raise InvalidArgumentError(bad_arg(f"candidate {self.name!r}", "a callable arrays -> V", self.fn))
+        a, b = _probe(self.fn, self.name)
+        if a.shape == b.shape and np.array_equal(a, b, equal_nan=True):
+            raise InvalidArgumentError(bad_arg(f"candidate {self.name!r}", "a function of the group's statistics "
+                                               f"(one of {WINDOW_FIELDS})", "the same V for different statistics"))
+
     def values(self, window: Window) -> np.ndarray:
         return np.asarray(self.fn(window_arrays(window)), dtype=float)
 
@@ -101,6 +118,22 @@ class CallableWindowCandidate:
 
     def definitions(self, W: int) -> tuple[str, ...]:
         return ()
+
+
+def _probe(fn: Callable[[Mapping[str, np.ndarray]], np.ndarray], name: str,
+           W: int = 4, n: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """``fn`` on two synthetic windows ``[W, n]`` with equal scalars and different per-group
+    statistics (positive, seeded); errors name the candidate."""
+    rng = np.random.default_rng(0)
+    base = {k: rng.uniform(0.5, 2.0, (W, n)) if k in WINDOW_FIELDS else np.full((W, n), rng.uniform(0.5, 2.0))
+            for k in _KNOWN}
+    other = {k: v * rng.uniform(1.5, 3.0, (W, n)) if k in WINDOW_FIELDS else v for k, v in base.items()}
+    try:
+        with np.errstate(all="ignore"):
+            return tuple(np.asarray(fn({k: v.copy() for k, v in d.items()}), dtype=float) for d in (base, other))
+    except Exception as exc:  # any error of user code on plain statistics: the candidate is unusable
+        raise InvalidArgumentError(bad_arg(f"candidate {name!r}", "a callable that evaluates on a window of "
+                                           "positive statistics", f"{type(exc).__name__}: {exc}")) from exc
 
 
 @dataclass(frozen=True)
