@@ -1,0 +1,243 @@
+"""SSM state-truncation benchmark: full state vs lyactl's certified balanced truncation vs the
+small state from scratch, random / smallest / magnitude mode selection and a state frontier.
+
+One command per task (``--preset tiny`` runs on CPU in seconds; ``h200`` on one H200)::
+
+    python -m benchmarks.ssm.run --preset h200 --task lm --data ../shared/data --out benchmarks/results
+    python -m benchmarks.ssm.run --preset h200 --task mqar --lrs 1e-3,3e-3,1e-2 --arms full,small-scratch
+
+Arms (paired: one seed fixes the initialisation and the data order in every arm):
+
+* ``full``: N states per layer all along;
+* ``lyactl``: at ``cut_frac`` of training every LRU layer is replaced by its balanced
+  truncation to ``2 r`` real states (``r = N * keep``), or to the rank of HSV energy
+  ``1 - tol`` with ``--tol``; Adam's state moved by ``--policy`` (:mod:`lyactl_torch.ssm.truncate`);
+* ``small-scratch``: ``r`` states from the start;
+* ``random`` / ``smallest`` / ``magnitude``: at the same step keep ``r`` diagonal modes chosen at
+  random, by the smallest modal HSV proxy (a sanity arm: it should lose), or by
+  ``|C_i| |B_i| / (1 - |lam_i|)``; parameters and Adam state sliced exactly;
+* ``frontier``: state sizes ``N * f`` from scratch for ``f`` in the preset's ``frontier``.
+
+Each run records ``{"arm", "seed", "state_start", "state_final", "val_bpb" | "accuracy",
+"train_flops", "wall_s", "peak_mem", "certificates", ...}``; all go to ``OUT/ssm_<task>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.ssm.tasks import load_lm, mqar_batch
+from lyactl_torch.ssm.lm import SSMLM, SSMLMConfig, flops_per_token, state_share
+from lyactl_torch.ssm.truncate import balanced_surgery, hsv_proxy_scores, keep_top, magnitude_scores, random_scores, select_modes
+
+__all__ = ["PRESETS", "ARMS", "run_arm", "main"]
+
+_ROOT = Path(__file__).resolve().parents[2]
+ARMS = ("full", "lyactl", "small-scratch", "random", "smallest", "magnitude", "frontier")
+
+_TINY_MODEL = {"d_model": 16, "n_layer": 2, "n_state": 32, "mlp_hidden": 64, "chunk": 16}
+_H200_MODEL = {"d_model": 256, "n_layer": 4, "n_state": 1024, "mlp_hidden": 1024, "chunk": 64}
+PRESETS: dict[str, dict] = {
+    "tiny": {"device": "cpu", "bf16": False, "compile": False, "cut_frac": 0.2, "keep": 0.25, "frontier": (0.5,),
+             "lm": {"model": _TINY_MODEL, "seq_len": 64, "batch": 4, "steps": 20, "lr": 3e-3, "val_limit": 2,
+                    "val_fraction": 0.2, "sources": None},
+             "mqar": {"model": _TINY_MODEL, "seq_len": 48, "batch": 16, "steps": 30, "lr": 3e-3, "vocab": 64,
+                      "pairs": 4, "val_batches": 2}},
+    # compile off on the H200: inductor fails on the scan there (torch 2.11: "-((0)) is not comparable")
+    "h200": {"device": "cuda", "bf16": True, "compile": False, "cut_frac": 0.1, "keep": 0.25, "frontier": (0.5, 0.125),
+             "lm": {"model": _H200_MODEL, "seq_len": 512, "batch": 32, "steps": 200, "lr": 2e-3, "val_limit": 10,
+                    "val_fraction": 0.03, "sources": ("brown", "linux_doc", "mhcc", "milton", "python_doc",
+                                                       "shakespeare", "tdavid", "web_bible", "wordnet")},
+             "mqar": {"model": _H200_MODEL | {"d_model": 128, "n_state": 512, "mlp_hidden": 512}, "seq_len": 256,
+                      "batch": 64, "steps": 400, "lr": 3e-3, "vocab": 2048, "pairs": 32, "val_batches": 8}},
+}
+
+
+def _optimizer(model: SSMLM, lr: float) -> torch.optim.Optimizer:
+    """AdamW; recurrent parameters (nu, theta, gamma) at lr/2 without weight decay (LRU practice)."""
+    rec = [p for n, p in model.named_parameters() if n.split(".")[-1] in ("nu_log", "theta_log", "gamma_log")]
+    ids = {id(p) for p in rec}
+    mats = [p for p in model.parameters() if id(p) not in ids and p.dim() == 2]
+    rest = [p for p in model.parameters() if id(p) not in ids and p.dim() != 2]
+    groups = [{"params": mats, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0},
+              {"params": rec, "weight_decay": 0.0, "lr_scale": 0.5}]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
+
+
+def _lr_at(step: int, steps: int, lr: float) -> float:
+    warm = max(1, steps // 20)
+    if step < warm:
+        return lr * (step + 1) / warm
+    return lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
+
+
+def _surgery(arm: str, model: SSMLM, opt, r: int, seed: int, args) -> list[dict]:
+    """Cut every SSM layer to r modes by the arm's rule; the certificates."""
+    certs = []
+    for i, layer in enumerate(model.ssm_layers()):
+        if arm == "lyactl":
+            rank = 2 * r
+            if args.tol is not None:
+                from lyactl.analysis.balanced import rank_for_energy
+                from lyactl.analysis.gramians import hsv_from_gramians, real_output_gramians
+
+                rank = rank_for_energy(hsv_from_gramians(*real_output_gramians(*layer.system()[:3])), 1 - args.tol)
+            rec = balanced_surgery(layer, opt, rank=rank, policy=args.policy, name=f"ssm{i}")
+        else:
+            score = {"random": random_scores(seed * 1000 + i), "magnitude": magnitude_scores,
+                     "smallest": hsv_proxy_scores}[arm](layer)
+            rec = select_modes(layer, opt, keep_top(score, r, largest=arm != "smallest"), rule=arm, name=f"ssm{i}")
+        certs.append(rec.certificate())
+    return certs
+
+
+def run_arm(arm: str, seed: int, n_state: int, preset: dict, task: str, data, args, lr: float | None = None) -> dict:
+    """Train one arm and return its record."""
+    cfg_t = preset[task]
+    dev = torch.device(preset["device"])
+    vocab = data.tokenizer.vocab_size if task == "lm" else cfg_t["vocab"]
+    model = SSMLM(SSMLMConfig(vocab_size=vocab, **(cfg_t["model"] | {"n_state": n_state})), seed=seed).to(dev)
+    lr = lr or cfg_t["lr"]
+    opt = _optimizer(model, lr)
+    steps, T, Bsz = cfg_t["steps"], cfg_t["seq_len"], cfg_t["batch"]
+    cut = int(preset["cut_frac"] * steps) if arm in ("lyactl", "random", "smallest", "magnitude") else -1
+    r = max(1, int(round(cfg_t["model"]["n_state"] * preset["keep"])))
+    fwd = torch.compile(model) if preset["compile"] else model
+    batches = None
+    if task == "lm":
+        from lyactl_torch.corpus import Batches
+
+        batches = Batches(data.train, T, Bsz, seed)
+    flops, certs, losses, share0 = 0.0, [], [], state_share(model, T)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+        torch.cuda.synchronize(dev)
+    t0 = time.perf_counter()
+    for step in range(steps):
+        if step == cut:
+            certs = _surgery(arm, model, opt, r, seed, args)
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(step, steps, lr) * g.get("lr_scale", 1.0)
+        if task == "lm":
+            xy = torch.from_numpy(batches.batch(step)).to(dev)
+            x, y = xy[:, :-1], xy[:, 1:]
+        else:
+            x, y = (t.to(dev) for t in mqar_batch(seed, step, Bsz, T, cfg_t["pairs"], vocab))
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=preset["bf16"]):
+            logits = fwd(x)
+        loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=-100)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        flops += flops_per_token(model, T)["train"] * Bsz * T
+        if step % max(1, steps // 20) == 0 or step == steps - 1:
+            losses.append([step, float(loss.detach())])
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    wall = time.perf_counter() - t0
+    rec = {"arm": arm, "seed": seed, "lr": lr, "state_start": n_state * len(model.ssm_layers()),
+           "state_final": sum(model.states()), "train_flops": flops, "wall_s": wall,
+           "peak_mem": torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None,
+           "state_share_start": share0, "state_share_final": state_share(model, T), "losses": losses,
+           "certificates": certs, "cut_step": cut if cut >= 0 else None,
+           "policy": args.policy if arm == "lyactl" else None}
+    rec.update(_evaluate(task, model, data, preset, dev, seed))
+    return rec
+
+
+def _evaluate(task: str, model: SSMLM, data, preset: dict, dev: torch.device, seed: int) -> dict:
+    cfg_t = preset[task]
+    model.eval()
+    if task == "lm":
+        from lyactl_torch.evaluate import evaluate
+
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=preset["bf16"]):
+            res = evaluate(model, data.tokenizer, ["bpb"], Path("."), device=dev, batch_size=16,
+                           limit=cfg_t["val_limit"], seq_len=cfg_t["seq_len"], heldout=data.val)
+        return {"val_bpb": res["tasks"]["bpb"]["metrics"]["bpb"]["value"]}
+    hits, total = 0, 0
+    with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=preset["bf16"]):
+        for k in range(cfg_t["val_batches"]):  # held-out draws: a seed no training run uses
+            x, y = (t.to(dev) for t in mqar_batch(10_000 + seed, k, cfg_t["batch"], cfg_t["seq_len"], cfg_t["pairs"], cfg_t["vocab"]))
+            pred = model(x).argmax(-1)
+            mask = y != -100
+            hits += int((pred[mask] == y[mask]).sum())
+            total += int(mask.sum())
+    return {"accuracy": hits / total}
+
+
+def _plan(arms: list[str], preset: dict, task: str) -> list[tuple[str, int]]:
+    N = preset[task]["model"]["n_state"]
+    r = max(1, int(round(N * preset["keep"])))
+    out = []
+    for a in arms:
+        if a == "frontier":
+            out += [("frontier", max(1, int(round(N * f)))) for f in preset["frontier"]]
+        else:
+            out.append((a, r if a == "small-scratch" else N))
+    return out
+
+
+def _write(args: argparse.Namespace, preset: dict, runs: list[dict], wall_s: float) -> Path:
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() and preset["device"] == "cuda" else "cpu"
+    result = {"name": args.name or f"ssm_{args.task}", "gpu": gpu, "task": args.task, "preset": args.preset,
+              "config": {k: v for k, v in preset.items() if k not in ("lm", "mqar")} | {"task": preset[args.task]},
+              "total_wall_s": wall_s, "arms": runs}
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"{result['name']}.json"
+    path.write_text(json.dumps(result, indent=1, default=list))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    ap.add_argument("--task", choices=("lm", "mqar"), default="lm")
+    ap.add_argument("--arms", default=",".join(ARMS))
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--lrs", default="", help="comma-separated learning rates: run every arm at each (a sweep)")
+    ap.add_argument("--tol", type=float, default=None, help="lyactl arm: rank by HSV energy 1 - tol instead of keep")
+    ap.add_argument("--policy", choices=("approx", "reset", "slice"), default="reset")
+    ap.add_argument("--data", type=Path, default=_ROOT.parent / "shared" / "data")
+    ap.add_argument("--out", type=Path, default=_ROOT / "benchmarks" / "results")
+    ap.add_argument("--name", default=None, help="results file name (default ssm_<task>)")
+    ap.add_argument("--steps", type=int, default=None, help="override the preset's training steps")
+    args = ap.parse_args(argv)
+    preset = PRESETS[args.preset]
+    if args.steps:
+        preset = preset | {args.task: preset[args.task] | {"steps": args.steps}}
+    arms = [a for a in args.arms.split(",") if a]
+    bad = [a for a in arms if a not in ARMS]
+    if bad:
+        ap.error(f"--arms: expected names from {ARMS}, found {bad}")
+    if preset["device"] == "cpu":
+        torch.set_num_threads(1)  # on a shared 2-core machine two threads ran tiny models ~100x slower
+    data = None
+    if args.task == "lm":
+        c = preset["lm"]
+        data = load_lm(args.data / "corpus", _ROOT / "benchmarks" / "results" / "tokenizer_bpe8192.json",
+                       args.out / f"cache_{args.preset}", c["val_fraction"], c["sources"])
+    lrs = [float(x) for x in args.lrs.split(",") if x] or [None]
+    runs: list[dict] = []
+    t0 = time.perf_counter()
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        for arm, n in _plan(arms, preset, args.task):
+            for lr in lrs:
+                rec = run_arm(arm, seed, n, preset, args.task, data, args, lr)
+                runs.append(rec)
+                metric = rec.get("val_bpb", rec.get("accuracy"))
+                print(json.dumps({k: rec[k] for k in ("arm", "seed", "lr", "state_final", "wall_s")} | {"metric": metric}), flush=True)
+                path = _write(args, preset, runs, time.perf_counter() - t0)  # after every run: a cut-off call keeps them
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

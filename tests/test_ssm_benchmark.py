@@ -1,0 +1,57 @@
+"""The SSM benchmark's tiny preset runs end to end on CPU and writes the results schema."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("tokenizers")
+
+from benchmarks.ssm.run import main  # noqa: E402
+from benchmarks.ssm.tasks import mqar_batch  # noqa: E402
+
+_FIXTURES = Path(__file__).resolve().parent / "fixtures" / "data"
+
+
+def _check(path: Path, task: str, metric: str, arms: set[str]) -> dict:
+    res = json.loads(path.read_text())
+    assert res["task"] == task and {"name", "gpu", "arms"} <= set(res)
+    assert {a["arm"] for a in res["arms"]} == arms
+    for a in res["arms"]:
+        assert {"arm", "seed", "state_start", "state_final", metric, "train_flops", "wall_s", "peak_mem", "certificates"} <= set(a)
+        assert a["train_flops"] > 0 and a["state_final"] <= a["state_start"]
+        for c in a["certificates"]:
+            assert c["holds"] and c["error"] <= c["bound"] * (1 + 1e-6) + 1e-9
+    return res
+
+
+def test_tiny_lm_end_to_end(tmp_path):
+    rc = main(["--preset", "tiny", "--task", "lm", "--arms", "full,lyactl,magnitude", "--seeds", "0",
+               "--steps", "6", "--data", str(_FIXTURES), "--out", str(tmp_path)])
+    assert rc == 0
+    res = _check(tmp_path / "ssm_lm.json", "lm", "val_bpb", {"full", "lyactl", "magnitude"})
+    by = {a["arm"]: a for a in res["arms"]}
+    assert by["lyactl"]["state_final"] < by["full"]["state_final"]
+    assert by["lyactl"]["train_flops"] < by["full"]["train_flops"]
+    assert len(by["lyactl"]["certificates"]) == 2 and by["full"]["certificates"] == []
+
+
+def test_tiny_mqar_end_to_end(tmp_path):
+    rc = main(["--preset", "tiny", "--task", "mqar", "--arms", "small-scratch,random,smallest,frontier",
+               "--seeds", "1", "--steps", "6", "--out", str(tmp_path), "--policy", "reset"])
+    assert rc == 0
+    res = _check(tmp_path / "ssm_mqar.json", "mqar", "accuracy", {"small-scratch", "random", "smallest", "frontier"})
+    assert all(0.0 <= a["accuracy"] <= 1.0 for a in res["arms"])
+
+
+def test_mqar_targets_are_the_values_of_repeated_keys():
+    x, y = mqar_batch(0, 3, 4, 40, 5, 64)
+    for b in range(4):
+        pairs = {int(x[b, 2 * i]): int(x[b, 2 * i + 1]) for i in range(5)}
+        pos = (y[b] != -100).nonzero().flatten()
+        assert len(pos) == 5 and all(pos >= 10)
+        assert all(pairs[int(x[b, p])] == int(y[b, p]) for p in pos)
+    assert (mqar_batch(0, 3, 4, 40, 5, 64)[0] == x).all()

@@ -1,0 +1,146 @@
+"""State truncation of SSM layers: certificates hold on real inputs, nothing truncated changes
+nothing, the Adam moment map matches autograd, the optimizer keeps working after surgery."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from lyactl.analysis.balanced import hinf_error, lru_truncation  # noqa: E402
+from lyactl.errors import InvalidArgumentError  # noqa: E402
+from lyactl_torch.ssm.lm import SSMLM, SSMLMConfig  # noqa: E402
+from lyactl_torch.ssm.lru import LRU, LRUConfig  # noqa: E402
+from lyactl_torch.ssm.s4d import S4DReal, S4DRealConfig  # noqa: E402
+from lyactl_torch.ssm.truncate import (balanced_surgery, hsv_proxy_scores, keep_top, magnitude_scores,  # noqa: E402
+                                       measured_error, random_scores, select_modes)
+
+
+def _lru(H, N, seed, r_min=0.5, r_max=0.95):
+    torch.manual_seed(seed)
+    return LRU(LRUConfig(H, N, r_min=r_min, r_max=r_max, chunk=8), torch.Generator().manual_seed(seed)).double()
+
+
+def _gain_check(layer, before, u, bound):
+    """||y - y_r||_2 <= bound ||u||_2 per batch row (zero initial state, finite horizon)."""
+    with torch.no_grad():
+        diff = (before - layer(u)).flatten(1).norm(dim=1)
+    assert torch.all(diff <= bound * u.flatten(1).norm(dim=1) * (1 + 1e-6) + 1e-9)
+
+
+@settings(max_examples=12, deadline=None)
+@given(H=st.integers(1, 3), N=st.integers(2, 6), seed=st.integers(0, 2**10), cut=st.integers(1, 4))
+def test_balanced_surgery_output_within_the_bound(H, N, seed, cut):
+    layer = _lru(H, N, seed)
+    u = torch.randn(3, 120, H, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    with torch.no_grad():
+        before = layer(u)
+    rank = max(1, 2 * N - cut)
+    try:
+        rec = balanced_surgery(layer, None, rank=rank)
+    except InvalidArgumentError as exc:  # a rank that splits a repeated HSV / keeps a zero one
+        assert "rank" in str(exc)
+        return
+    cert = rec.certificate()
+    assert cert["holds"] and rec.error <= rec.bound * (1 + 1e-6) + 1e-9
+    assert rec.bound == pytest.approx(2 * sum(rec.discarded))
+    _gain_check(layer, before, u, rec.bound + 1e-6)
+
+
+def test_truncating_nothing_changes_nothing():
+    layer = _lru(3, 5, 0)
+    u = torch.randn(2, 60, 3, dtype=torch.float64)
+    with torch.no_grad():
+        before = layer(u)
+    rec = balanced_surgery(layer, None, rank=10)
+    assert rec.bound == 0.0 and rec.error < 1e-9 and layer.n_state == 5
+    with torch.no_grad():
+        assert torch.allclose(layer(u), before, atol=1e-9)
+
+
+def test_measured_error_agrees_with_the_core():
+    layer = _lru(2, 6, 3)
+    lam, B, C, D = layer.system()
+    tr = lru_truncation(lam, B, C, D, rank=6)
+    ours = measured_error((lam, B, C), (tr.A, tr.B, tr.C), n_freq=512)
+    core = hinf_error((lam, B, C, D), tr, n_freq=512, real_output=True)
+    assert ours == pytest.approx(core, rel=1e-3)
+    assert core <= tr.bound * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("scores", [magnitude_scores, hsv_proxy_scores, random_scores(0)])
+@pytest.mark.parametrize("kind", ["lru", "s4d"])
+def test_mode_selection_within_the_modal_bound(scores, kind):
+    H, N = 3, 8
+    layer = _lru(H, N, 1) if kind == "lru" else S4DReal(S4DRealConfig(H, N, chunk=8), torch.Generator().manual_seed(1)).double()
+    u = torch.randn(2, 100, H, dtype=torch.float64)
+    with torch.no_grad():
+        before = layer(u)
+    keep = keep_top(scores(layer), 3)
+    rec = select_modes(layer, None, keep, rule="x")
+    assert layer.n_state == 3 and rec.kept == tuple(int(i) for i in keep)
+    assert rec.certificate()["holds"]
+    _gain_check(layer, before, u, rec.bound)
+
+
+def _adam_step(model, opt, idx):
+    opt.zero_grad()
+    loss = torch.nn.functional.cross_entropy(model(idx[:, :-1]).flatten(0, 1), idx[:, 1:].flatten())
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
+@pytest.mark.parametrize("policy", ["approx", "reset", "slice"])
+def test_optimizer_state_follows_the_surgery(policy):
+    torch.manual_seed(0)
+    m = SSMLM(SSMLMConfig(vocab_size=20, d_model=8, n_layer=1, n_state=6, chunk=4), seed=0)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
+    idx = torch.randint(0, 20, (2, 17))
+    for _ in range(3):
+        _adam_step(m, opt, idx)
+    layer = m.ssm_layers()[0]
+    rec = balanced_surgery(layer, opt, rank=6, policy=policy)
+    assert layer.n_state == rec.states_after
+    params = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert params == {id(p) for p in m.parameters()}
+    for p in layer.parameters():
+        st_ = opt.state[p]
+        assert st_["exp_avg"].shape == p.shape and st_["exp_avg_sq"].shape == p.shape
+        assert torch.all(st_["exp_avg_sq"] >= 0)
+    assert np.isfinite(_adam_step(m, opt, idx))
+
+
+def test_first_moment_map_is_the_gradient_map():
+    """At full rank the mapped gradient of B and C equals autograd's gradient of the new layer
+    (the derivation in lyactl_torch.ssm.truncate)."""
+    from lyactl_torch.ssm.truncate import _mapped_moments
+
+    layer = _lru(2, 4, 5)
+    u = torch.randn(2, 30, 2, dtype=torch.float64)
+    w = torch.randn(2, 30, 2, dtype=torch.float64)
+
+    def grads(lay):
+        lay.zero_grad()
+        (lay(u) * w).sum().backward()
+        return {n: (p.grad.double().numpy(), np.zeros_like(p.grad.double().numpy())) for n, p in lay.named_parameters()}
+
+    g_old = grads(layer)
+    lam, B, C, _ = layer.system()
+    tr = lru_truncation(lam, B, C, rank=8)
+    gamma = np.sqrt(1 - np.abs(tr.A) ** 2)
+    mapped = _mapped_moments(g_old, layer, tr.T[:4], tr.Tinv[:, :4], tr.B, gamma)
+    balanced_surgery(layer, None, rank=8)
+    g_new = grads(layer)
+    for name in ("B_re", "B_im", "C_re", "C_im", "gamma_log"):
+        assert np.allclose(mapped[name][0].numpy(), g_new[name][0], atol=1e-6 * (1 + np.abs(g_new[name][0]).max())), name
+
+
+def test_select_modes_refuses_bad_keep():
+    layer = _lru(2, 4, 0)
+    with pytest.raises(InvalidArgumentError, match="keep"):
+        select_modes(layer, None, [7], rule="x")
+    with pytest.raises(InvalidArgumentError, match="r"):
+        keep_top(np.ones(3), 0)
