@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
-_BENCH = str(Path(__file__).resolve().parent.parent / "benchmarks")
-if _BENCH not in sys.path:
-    sys.path.insert(0, _BENCH)
 
-from arms import PRESETS, plan  # noqa: E402
+from benchmarks.pretrain.arms import PRESETS, plan  # noqa: E402
 
 REQUIRED = {"dense", "lyactl", "lyactl-arch-scratch", "small-dense", "dense-short", "random", "magnitude", "taylor",
             "freeze", "frontier"}
@@ -50,7 +45,7 @@ def test_the_late_arm_decides_only_in_its_window():
 
 
 def test_every_static_starting_shape_is_warmed_once():
-    from arms import with_warmup
+    from benchmarks.pretrain.arms import with_warmup
 
     jobs = with_warmup(_jobs())
     warm = {j["id"]: j for j in jobs if j["arm"] == "warm"}
@@ -68,7 +63,7 @@ def test_every_static_starting_shape_is_warmed_once():
 
 
 def test_no_warmup_without_compilation():
-    from arms import with_warmup
+    from benchmarks.pretrain.arms import with_warmup
 
     jobs = _jobs("tiny")
     assert with_warmup(jobs) == jobs

@@ -1,7 +1,7 @@
 """Fault injection: atomic writes, disk full, corrupt / truncated checkpoints, kill -9.
 
 The in-process tests exercise lyactl.app.atomic and lyactl_torch.run_state directly; the last
-test runs the whole subprocess suite of benchmarks/fault_injection.py (SIGKILL before,
+test runs the whole subprocess suite of benchmarks/studies/fault_injection.py (SIGKILL before,
 during and after an event and inside checkpoint writes, ENOSPC, flipped bytes, truncated
 payloads, garbled manifests; each resumed and compared bit for bit with the
 uninterrupted run) and prints its figures.
@@ -131,7 +131,7 @@ def test_no_good_checkpoint_is_a_clear_error(tmp_path, small_run):
 # ---------------------------------------------------------------- kill -9 and friends
 def test_fault_injection_suite_loses_no_data():
     pytest.importorskip("torch")
-    from benchmarks.fault_injection import run_suite
+    from benchmarks.studies.fault_injection import run_suite
 
     figures = run_suite()
     rows = figures["scenarios"]

@@ -1,7 +1,7 @@
 """Non-finite loss, gradients or statistics never prune or freeze; the guard rolls back.
 
 Loop-level tests with torch and the real lyactl Controller on the tiny run of
-benchmarks/fault_injection.py (a dead MLP block and a dead head: the uninterrupted run
+benchmarks/studies/fault_injection.py (a dead MLP block and a dead head: the uninterrupted run
 prunes both at step 8; build() makes the guard watch that event although its weights are
 exactly zero, which the controller would otherwise release on apply). Each test first
 checks that the clean run does decide on the group concerned, so it can fail.
@@ -15,7 +15,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from benchmarks.fault_injection import build  # noqa: E402
+from benchmarks.studies.fault_injection import build  # noqa: E402
 from lyactl.control.controller import ACTIVE  # noqa: E402
 from lyactl_torch.train import train  # noqa: E402
 

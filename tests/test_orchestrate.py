@@ -4,17 +4,13 @@ jobs that shared a GPU, and the merge keeping such wall-clocks out of the ratios
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-_BENCH = str(Path(__file__).resolve().parent.parent / "benchmarks")
-if _BENCH not in sys.path:
-    sys.path.insert(0, _BENCH)
 
-import orchestrate  # noqa: E402
-import report  # noqa: E402
+import benchmarks.pretrain.orchestrate as orchestrate  # noqa: E402
+import benchmarks.pretrain.report as report  # noqa: E402
 
 JOBS = [{"id": "a", "cost": 2.0}, {"id": "b", "cost": 1.0, "needs": ["a"]}]
 

@@ -21,11 +21,11 @@ ARMS = {"dense", "lyactl", "lyactl-arch-scratch", "small-dense", "dense-short", 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("pretrain")
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "pretrain.py"), "run", "--preset", "tiny",
+    cmd = [sys.executable, "-m", "benchmarks.pretrain", "run", "--preset", "tiny",
            "--data", str(ROOT / "tests" / "fixtures" / "data"),
            "--corpus", str(ROOT / "backends" / "lyactl_torch" / "data" / "demo_corpus"),
            "--out", str(tmp / "run"), "--name", "tiny", "--results", str(tmp / "results")]
-    env = dict(os.environ) | {"OMP_NUM_THREADS": "1"}
+    env = dict(os.environ) | {"OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "backends")])}
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads((tmp / "results" / "tiny.json").read_text())
@@ -68,9 +68,8 @@ def test_paired_tests_against_dense(results):
 def test_small_dense_keeps_the_models_proportions(frac):
     """The small-dense arm shrinks heads and MLP together (an earlier rule picked 1 head beside a
     wide MLP) and its FLOPs/token is the family member's nearest to the target."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from arms import PRESETS, plan
-    from job import _fpt, _matching_dense
+    from benchmarks.pretrain.arms import PRESETS, plan
+    from benchmarks.pretrain.job import _fpt, _matching_dense
 
     spec = next(j for j in plan(PRESETS["h200"], "all", work="w", data="d", out="o") if j["arm"] == "small-dense")
     full = _fpt(spec, 8192, None, None)
@@ -88,9 +87,8 @@ def test_small_dense_keeps_the_models_proportions(frac):
 @pytest.mark.parametrize("preset", ["tiny", "h200"])
 def test_the_wide_start_is_pruned_to_denses_compute(preset, tmp_path):
     """lyactl-wide's budget makes the wide model's FLOPs/token, less the saving, dense's."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from arms import PRESETS, plan
-    from job import _derive, _fpt
+    from benchmarks.pretrain.arms import PRESETS, plan
+    from benchmarks.pretrain.job import _derive, _fpt
 
     spec = next(j for j in plan(PRESETS[preset], "all", work="w", data="d", out="o") if j["arm"] == "lyactl-wide")
     assert spec["model"] == PRESETS[preset]["wide"] and spec["match"] == PRESETS[preset]["dense"]
@@ -103,10 +101,9 @@ def test_the_wide_start_is_pruned_to_denses_compute(preset, tmp_path):
 def test_a_warmup_job_trains_a_few_steps_and_is_left_out_of_the_merge(tmp_path):
     """A warm-up spec (what ``with_warmup`` makes when the preset compiles) runs through the job
     runner: 3 steps, no evaluation, and the merge does not count it as an arm."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import pretrain
-    from arms import PRESETS, plan, with_warmup
-    from report import merge
+    import benchmarks.pretrain.cli as pretrain
+    from benchmarks.pretrain.arms import PRESETS, plan, with_warmup
+    from benchmarks.pretrain.report import merge
 
     preset = PRESETS["tiny"]
     work = pretrain._prepare(ROOT / "backends" / "lyactl_torch" / "data" / "demo_corpus", preset, tmp_path / "work")

@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from pathlib import Path
 
-_BENCH = str(Path(__file__).resolve().parent.parent / "benchmarks")
-if _BENCH not in sys.path:
-    sys.path.insert(0, _BENCH)
 
-import record_notes  # noqa: E402
-import report  # noqa: E402
+import benchmarks.pretrain.record_notes as record_notes  # noqa: E402
+import benchmarks.pretrain.report as report  # noqa: E402
 
 
 def _record(path: Path, job_id: str, arm: str, seed: int, bpb: float) -> str:
@@ -43,7 +39,7 @@ def test_withdrawn_records_are_left_out_and_caveats_kept(tmp_path, monkeypatch):
 def test_the_committed_results_match_their_notes():
     """benchmarks/results/pretrain_h200.json was merged with the current notes: no withdrawn
     record among its arms, and every caveat on the record it names."""
-    res = json.loads((Path(_BENCH) / "results" / "pretrain_h200.json").read_text())
+    res = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "pretrain_h200.json").read_text())
     withdrawn = {k[0] for k, v in record_notes.NOTES.items() if v[0] == "withdrawn"}
     assert withdrawn == {w["id"] for w in res["withdrawn"]}
     assert not withdrawn & {a["id"] for a in res["arms"]}

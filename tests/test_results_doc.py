@@ -3,17 +3,12 @@ and the table and plots are written from a results file of the benchmark's schem
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-_BENCH = str(Path(__file__).resolve().parent.parent / "benchmarks")
-if _BENCH not in sys.path:
-    sys.path.insert(0, _BENCH)
 
-import results_doc  # noqa: E402
+import benchmarks.pretrain.results_doc as results_doc  # noqa: E402
 
 _points = st.lists(st.tuples(st.floats(1.0, 1e3), st.floats(0.5, 3.0)), min_size=1, max_size=12)
 

@@ -1,0 +1,1 @@
+"""Micro-benchmarks (see benchmarks/__init__.py)."""

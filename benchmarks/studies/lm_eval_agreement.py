@@ -12,7 +12,7 @@ GPT-2 (GPT-2 tokenizer) is scored by both lm-eval's ``HFLM`` and ``lyactl_torch.
 per-choice (per-item for LAMBADA) log-likelihoods and accuracies are compared. Writes
 ``benchmarks/results/lm_eval_agreement.json``.
 
-Usage: /tmp/lmeval/bin/python benchmarks/lm_eval_agreement.py [--n 50] [--n-lambada 100]
+Usage: /tmp/lmeval/bin/python -m benchmarks.studies.lm_eval_agreement [--n 50] [--n-lambada 100]
 [--n-mmlu 3] [--data-dir ../shared/data]
 """
 
@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TASK_YAML = """task: hellaswag_local
 dataset_path: json
 dataset_kwargs:

@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 
 import numpy as np
-from record_notes import note_for
+from benchmarks.pretrain.record_notes import note_for
 from scipy import stats as sstats
 
 __all__ = ["merge", "seed_paired"]

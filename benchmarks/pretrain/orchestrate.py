@@ -3,7 +3,7 @@
 A job is a JSON-ready dict with an ``"id"`` and an optional ``"needs"`` list of job ids whose
 results it derives from (e.g. "lyactl-arch-scratch" needs lyactl's final architecture). A
 worker per device takes the next job whose needs are done (longest estimated cost first),
-runs ``python benchmarks/pretrain.py job SPEC --out DIR`` in a subprocess with
+runs ``python -m benchmarks.pretrain job SPEC --out DIR`` in a subprocess with
 ``CUDA_VISIBLE_DEVICES`` set to its device, and the result appears as ``DIR/<id>.json``.
 A failed job is recorded (its log kept) and jobs that need it are skipped, not the run.
 
@@ -85,11 +85,14 @@ def _run_one(job: dict, device: str, out: Path, timeout_s: float) -> bool:
     env = dict(os.environ)
     if device != "cpu":
         env["CUDA_VISIBLE_DEVICES"] = device
-    cmd = [sys.executable, str(Path(__file__).with_name("pretrain.py")), "job", str(spec), "--out", str(out)]
+    root = Path(__file__).resolve().parents[2]  # the repository: python -m benchmarks.pretrain runs from there
+    env["PYTHONPATH"] = os.pathsep.join([str(root), str(root / "backends"), env.get("PYTHONPATH", "")])
+    cmd = [sys.executable, "-m", "benchmarks.pretrain", "job", str(spec), "--out", str(out)]
     t0 = time.monotonic()
     with open(out / f"{job['id']}.log", "w") as log:
         try:
-            rc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s).returncode
+            rc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s,
+                                cwd=root).returncode
         except subprocess.TimeoutExpired:
             rc = -9
     print(f"[orchestrate] {job['id']} on {device}: rc={rc} in {time.monotonic() - t0:.0f}s", flush=True)

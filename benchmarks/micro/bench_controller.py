@@ -27,7 +27,7 @@ def main(repeats: int = 5) -> dict:
     med = float(np.median([r["median_ms"] for r in runs]))
     result = {"name": "controller", "n_groups": N, "median_ms": round(med, 4), "target_ms": 1.0, "passed": med < 1.0,
               "runs": runs, "load_avg_1min": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()}
-    out = os.path.join(os.path.dirname(__file__), "results", "controller.json")
+    out = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "controller.json")
     with open(out, "w") as fh:
         json.dump(result, fh, indent=2)
     return result

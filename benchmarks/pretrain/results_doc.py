@@ -1,6 +1,6 @@
 """Render a pretraining results file as a markdown table and a bits-per-byte-vs-FLOPs plot.
 
-    python benchmarks/results_doc.py benchmarks/results/pretrain_h200.json \\
+    python -m benchmarks.pretrain.results_doc benchmarks/results/pretrain_h200.json \\
         --plot docs/img/pretrain_h200.png > /tmp/table.md
 
 The table has one row per arm run; the plot shows the dense frontier (every "frontier" and

@@ -8,7 +8,7 @@ as training), the model is recompiled, and the mean step time of ``--steps`` ste
 Also measured: the cost of one statistics report (``backend.statistics()``, one fused pass and
 one host sync) against the step time, GPU memory before and after, and the time of restore.
 
-    python benchmarks/bench_surgery_gpu.py --out benchmarks/results/surgery_h200.json
+    python -m benchmarks.micro.bench_surgery_gpu --out benchmarks/results/surgery_h200.json
 """
 
 from __future__ import annotations

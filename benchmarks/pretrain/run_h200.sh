@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduce the pretraining benchmark on a machine with H200s (or any CUDA GPUs):
-#   bash benchmarks/run_h200.sh STAGE OUT_DIR [DEVICES]
+#   bash benchmarks/pretrain/run_h200.sh STAGE OUT_DIR [DEVICES]
 # STAGE: 1 (dense, lyactl, freeze, frontier, surgery bench), 2 (arms derived from lyactl-s0)
 # or all. Needs ../shared/data (or .data) with corpus/ and eval/; python-control importable
 # (a wheel in .whl/ is installed to /tmp/site if present). Job results go to /tmp/lyactl-run
@@ -21,13 +21,13 @@ if [ -d .runs/h200 ]; then  # the carried records are the truth: a warm machine 
   cp .runs/h200/*.json "$run"/ 2>/dev/null
 fi
 bench=""; [ "$stage" != 2 ] && bench="--bench"
-python3 benchmarks/pretrain.py run --preset h200 --stage "$stage" $bench --data "$data" --devices "$devices" \
+python3 -m benchmarks.pretrain run --preset h200 --stage "$stage" $bench --data "$data" --devices "$devices" \
   --out "$run" --name pretrain_h200 --results "$out" --timeout "${LYACTL_TIMEOUT:-3000}" \
   --min-start "${LYACTL_MIN_START:-0}" ${LYACTL_ONLY:+--only "$LYACTL_ONLY"} --no-merge 2>&1 | tee "$out/run_stage$stage.log" | grep -v "^ "
 cp "$run"/surgery_h200.json "$out"/ 2>/dev/null
 # the job records first: the merge's bootstrap takes about a minute, and a caller's time limit
 # that ends during it must not take the records with it
 tar czf "$out/jobs_stage$stage.tgz" -C "$run" --exclude work --exclude '*.spec.json' --exclude 'warm-*' .
-python3 benchmarks/pretrain.py merge --out "$run" --name pretrain_h200 --preset h200 --results "$out" 2>&1 | tee -a "$out/run_stage$stage.log"
+python3 -m benchmarks.pretrain merge --out "$run" --name pretrain_h200 --preset h200 --results "$out" 2>&1 | tee -a "$out/run_stage$stage.log"
 for f in "$run"/*.log; do grep -qE "Traceback" "$f" && { echo "== $f"; grep -E "Error|Traceback" -A3 "$f" | tail -6; }; done
 exit 0

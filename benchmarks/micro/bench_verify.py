@@ -40,7 +40,7 @@ def run(n: int = N, runs: int = RUNS, seed: int = 0) -> dict:
 
 if __name__ == "__main__":
     result = run()
-    out = Path(__file__).resolve().parent / "results" / "verify.json"
+    out = Path(__file__).resolve().parents[1] / "results" / "verify.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result))

@@ -38,7 +38,7 @@ from pathlib import Path
 
 __all__ = ["PRESETS", "plan", "with_warmup"]
 
-_ROOT = Path(__file__).resolve().parent
+_ROOT = Path(__file__).resolve().parents[1]  # benchmarks/
 
 _SOURCES = ("brown", "linux_doc", "mhcc", "milton", "python_doc", "shakespeare", "tdavid", "web_bible", "wordnet")
 

@@ -5,7 +5,7 @@ document with a fixed seed, trains a byte-level BPE tokenizer on the TRAINING do
 and writes both next to the results (the tokenizer travels with the results; the split is
 re-derived from the seed and checked against the recorded ids).
 
-    python benchmarks/prepare_data.py --corpus ../shared/data/corpus --vocab 8192
+    python -m benchmarks.pretrain.prepare_data --corpus ../shared/data/corpus --vocab 8192
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ MMLU subjects 0-shot (first M test items of each subject). Chance is 0.25 for bo
 check passes when 0.25 lies inside value +- 1.96 stderr for acc. Writes
 ``benchmarks/results/eval_chance.json``. CPU, a few minutes.
 
-Usage: python benchmarks/eval_chance_check.py [--data-dir ../shared/data] [--hellaswag 500] [--mmlu 10]
+Usage: python -m benchmarks.studies.eval_chance_check [--data-dir ../shared/data] [--hellaswag 500] [--mmlu 10]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from lyactl_torch.evaluate import evaluate
 from lyactl_torch.model import GPT, GPTConfig
 from lyactl_torch.tokenizer import load_tokenizer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,7 @@
 One command reproduces a benchmark (``--preset h200`` on a GPU machine; ``--preset tiny``
 runs the same code on CPU in seconds, as the tests do)::
 
-    python benchmarks/pretrain.py run --preset h200 --data ../shared/data --devices 0,1,2,3 \\
+    python -m benchmarks.pretrain run --preset h200 --data ../shared/data --devices 0,1,2,3 \\
         --out runs/pretrain --name pretrain_h200
 
 Stages: stage 1 runs "dense", "lyactl", "freeze" and the "frontier" sizes; stage 2 the arms
@@ -17,14 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from arms import PRESETS, plan, with_warmup  # noqa: E402
-from orchestrate import run_jobs  # noqa: E402
+from benchmarks.pretrain.arms import PRESETS, plan, with_warmup  # noqa: E402
+from benchmarks.pretrain.orchestrate import run_jobs  # noqa: E402
 
 __all__ = ["main"]
 
@@ -85,7 +82,7 @@ def cmd_job(args: argparse.Namespace) -> int:
         rc = importlib.import_module(spec["script"]).main(spec["args"])
         result = {"id": spec["id"], "arm": "bench", "rc": rc}
     else:
-        from job import run_job
+        from benchmarks.pretrain.job import run_job
 
         result = run_job(spec, Path(args.out))
         if spec.get("warmed"):  # its starting shape was compiled by a warm-up job first
@@ -97,7 +94,7 @@ def cmd_job(args: argparse.Namespace) -> int:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from report import merge
+    from benchmarks.pretrain.report import merge
 
     merged = merge(Path(args.out), args.name, args.preset)
     args.results.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ event (blocks of different shapes: fewer parameters share a class), and the same
 step of the proximal group-lasso actuator (it runs after *every* optimizer step while the
 budget's penalty is on). Writes
 ``benchmarks/results/stats_dispatch.json``. Not a GPU measurement: the GPU figure needs
-``benchmarks/bench_surgery_gpu.py``.
+``benchmarks/micro/bench_surgery_gpu.py``.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def main() -> dict:
     after = _measure(backend, model, opt, x)
     res = {"name": "stats_dispatch", "model": "GPT-2-small structure, d=24", "before_event": before, "penalty_step": penalty,
            "after_event": after, "cpus": os.cpu_count(), "torch": torch.__version__}
-    out = Path(__file__).parent / "results" / "stats_dispatch.json"
+    out = Path(__file__).resolve().parents[1] / "results" / "stats_dispatch.json"
     if out.exists():  # the parent implementation's figures, recorded once by hand: keep them
         old = json.loads(out.read_text()).get("previous_implementation")
         if old is not None:

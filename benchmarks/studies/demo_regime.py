@@ -38,7 +38,7 @@ def main() -> list[dict]:
                 rows.append({"arm": name, "seed": seed, "model": dataclasses.asdict(model),
                              "train_flops": r["train_flops"], "val_bpb": r["val_bpb"], "val_bpb_stderr": r["val_bpb_stderr"]})
                 print(json.dumps(rows[-1]), flush=True)
-    path = Path(__file__).parent / "results" / "demo_regime.json"
+    path = Path(__file__).resolve().parents[1] / "results" / "demo_regime.json"
     path.write_text(json.dumps({"name": "demo_regime", "preset": "small", "runs": rows}, indent=1))
     return rows
 

@@ -3,7 +3,7 @@
 A tiny reference GPT trains for ``STEPS`` steps under a real lyactl ``Controller`` set so
 that an event (prune) happens at step 8 and the guard watches it until step 14, with a
 run checkpoint every 3 steps (between reports, so the saved ``dw_sq`` snapshot matters). Every scenario runs the training in a subprocess
-(``python benchmarks/fault_injection.py worker ...``, one CPU thread) and
+(``python -m benchmarks.studies.fault_injection worker ...``, one CPU thread) and
 
 * sends SIGKILL at a chosen point: inside the training loop before / during (inside
   ``TorchBackend.apply``) / after the event, inside the guard's watch window, and inside a
@@ -19,7 +19,7 @@ then resumes in a fresh subprocess and compares losses, decisions, backend recor
 SHA-256 of the final weights with the uninterrupted reference run, bit for bit.
 "data lost" counts resumed runs that differ and checkpoints that no good file recovers.
 
-Usage: ``python benchmarks/fault_injection.py`` (writes benchmarks/results/fault_injection.json).
+Usage: ``python -m benchmarks.studies.fault_injection`` (writes benchmarks/results/fault_injection.json).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from typing import Any
 __all__ = ["STEPS", "EVERY", "build", "run_suite", "main"]
 
 STEPS, EVERY = 24, 3  # checkpoints fall between reports (every 2): the dw_sq snapshot matters
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # ---------------------------------------------------------------- the run (imported lazily: torch)
@@ -176,7 +176,7 @@ def _spawn(*extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "backends"),
                                                         os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "worker", *extra], env=env, text=True,
+    return subprocess.Popen([sys.executable, "-m", "benchmarks.studies.fault_injection", "worker", *extra], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
 
 

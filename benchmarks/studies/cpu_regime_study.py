@@ -3,7 +3,7 @@
 
 The demo's data and schedule (``lyactl_torch.demo.small_preset``: 400 steps of 16 x 64
 tokens) with a 2-block model, d=128, 4 heads of 32, MLP 512 (the demo's 4 blocks are
-oversized here: ``benchmarks/demo_regime.py``). The dense frontier: the same depth and
+oversized here: ``benchmarks/studies/demo_regime.py``). The dense frontier: the same depth and
 width with fewer heads and a narrower MLP (heads of 32 kept: 4/512, 3/384, 2/256), which is
 what lyactl's head and MLP-block pruning produces. Then lyactl as in the demo (budget 0.3,
 decisions between 25 % and 80 % of training), lyactl-late (budget 0.2, decisions between
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--arms", default="", help="comma-separated arms to (re-)run; the rest are kept from the file")
     args = ap.parse_args(argv)
-    path = Path(__file__).parent / "results" / "cpu_regime_study.json"
+    path = Path(__file__).resolve().parents[1] / "results" / "cpu_regime_study.json"
     only = set(filter(None, args.arms.split(",")))
     rows = [r for r in json.loads(path.read_text())["runs"] if r["arm"] not in only] if only else []
     torch.set_num_threads(1)

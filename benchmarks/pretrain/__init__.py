@@ -1,0 +1,1 @@
+"""pretrain benchmarks (see benchmarks/__init__.py)."""

@@ -1,0 +1,1 @@
+"""studies benchmarks (see benchmarks/__init__.py)."""
