@@ -11,7 +11,10 @@ Arms (paired: one seed fixes the initialisation and the data order in every arm)
 * ``full``: N states per layer all along;
 * ``lyactl``: at ``cut_frac`` of training every LRU layer is replaced by its balanced
   truncation to ``2 r`` real states (``r = N * keep``), or to the rank of HSV energy
-  ``1 - tol`` with ``--tol``; Adam's state moved by ``--policy`` (:mod:`lyactl_torch.ssm.truncate`);
+  ``1 - tol`` with ``--tol``; Adam's state moved by ``--policy`` (:mod:`lyactl_torch.ssm.truncate`).
+  The cut is decided and certified by :class:`lyactl_torch.ssm.StateTruncator` (the same path
+  as a user's loop; no rollback guard, so the arms stay comparable); its certificates are
+  re-verified by :func:`lyactl.control.decision_log.verify_certificate` (``"reverified"``);
 * ``small-scratch``: ``r`` states from the start;
 * ``random`` / ``smallest`` / ``magnitude``: at the same step keep ``r`` diagonal modes chosen at
   random, by the smallest modal HSV proxy (a sanity arm: it should lose), or by
@@ -34,7 +37,10 @@ import torch
 
 from benchmarks.ssm.tasks import load_lm, mqar_batch
 from lyactl_torch.ssm.lm import SSMLM, SSMLMConfig, flops_per_token, state_share
-from lyactl_torch.ssm.truncate import balanced_surgery, hsv_proxy_scores, keep_top, magnitude_scores, random_scores, select_modes
+from lyactl.control.decision_log import verify_certificate
+from lyactl.control.state_truncation import StateTruncationPolicy
+from lyactl_torch.ssm import StateTruncator
+from lyactl_torch.ssm.truncate import hsv_proxy_scores, keep_top, magnitude_scores, random_scores, select_modes
 
 __all__ = ["PRESETS", "ARMS", "run_arm", "main"]
 
@@ -81,20 +87,24 @@ def _surgery(arm: str, model: SSMLM, opt, r: int, seed: int, args) -> list[dict]
     """Cut every SSM layer to r modes by the arm's rule; the certificates."""
     certs = []
     for i, layer in enumerate(model.ssm_layers()):
-        if arm == "lyactl":
-            rank = 2 * r
-            if args.tol is not None:
-                from lyactl.analysis.balanced import rank_for_energy
-                from lyactl.analysis.gramians import hsv_from_gramians, real_output_gramians
-
-                rank = rank_for_energy(hsv_from_gramians(*real_output_gramians(*layer.system()[:3])), 1 - args.tol)
-            rec = balanced_surgery(layer, opt, rank=rank, policy=args.policy, name=f"ssm{i}")
-        else:
-            score = {"random": random_scores(seed * 1000 + i), "magnitude": magnitude_scores,
-                     "smallest": hsv_proxy_scores}[arm](layer)
-            rec = select_modes(layer, opt, keep_top(score, r, largest=arm != "smallest"), rule=arm, name=f"ssm{i}")
+        score = {"random": random_scores(seed * 1000 + i), "magnitude": magnitude_scores,
+                 "smallest": hsv_proxy_scores}[arm](layer)
+        rec = select_modes(layer, opt, keep_top(score, r, largest=arm != "smallest"), rule=arm, name=f"ssm{i}")
         certs.append(rec.certificate())
     return certs
+
+
+def _truncator(model: SSMLM, opt, r: int, cut: int, seq_len: int, args) -> StateTruncator:
+    """The lyactl arm's cut: at step ``cut``, every LRU layer to ``2 r`` real states (or the HSV
+    energy ``1 - tol``), decided and certified by the StateTruncator."""
+    mode = {"mode": "rank", "keep": 2 * r} if args.tol is None else {"mode": "energy", "tau": args.tol}
+    policy = StateTruncationPolicy(**mode, start_step=cut, last_step=cut, guard=None)
+    return StateTruncator(model, opt, policy, interval=cut, seq_len=seq_len, optimizer_policy=args.policy)
+
+
+def _certificates(trunc: StateTruncator) -> list[dict]:
+    return [c.to_json() | {"reverified": not verify_certificate(c.certificate().to_json())}
+            for c in trunc.certificates]
 
 
 def run_arm(arm: str, seed: int, n_state: int, preset: dict, task: str, data, args, lr: float | None = None) -> dict:
@@ -108,6 +118,7 @@ def run_arm(arm: str, seed: int, n_state: int, preset: dict, task: str, data, ar
     steps, T, Bsz = cfg_t["steps"], cfg_t["seq_len"], cfg_t["batch"]
     cut = int(preset["cut_frac"] * steps) if arm in ("lyactl", "random", "smallest", "magnitude") else -1
     r = max(1, int(round(cfg_t["model"]["n_state"] * preset["keep"])))
+    trunc = _truncator(model, opt, r, max(1, cut), T, args) if arm == "lyactl" else None
     fwd = torch.compile(model) if preset["compile"] else model
     batches = None
     if task == "lm":
@@ -120,7 +131,7 @@ def run_arm(arm: str, seed: int, n_state: int, preset: dict, task: str, data, ar
         torch.cuda.synchronize(dev)
     t0 = time.perf_counter()
     for step in range(steps):
-        if step == cut:
+        if step == cut and trunc is None:
             certs = _surgery(arm, model, opt, r, seed, args)
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, steps, lr) * g.get("lr_scale", 1.0)
@@ -137,6 +148,9 @@ def run_arm(arm: str, seed: int, n_state: int, preset: dict, task: str, data, ar
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         flops += flops_per_token(model, T)["train"] * Bsz * T
+        if trunc is not None and trunc.step(loss):  # after step `cut`, as the other arms' cut before step `cut`
+            certs = _certificates(trunc)
+            fwd = torch.compile(model) if preset["compile"] else model  # shapes changed
         if step % max(1, steps // 20) == 0 or step == steps - 1:
             losses.append([step, float(loss.detach())])
     if dev.type == "cuda":
