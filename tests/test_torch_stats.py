@@ -62,7 +62,7 @@ def test_stats_match_slow_reference(kw):
         np.testing.assert_allclose(getattr(stats, name), arr, rtol=1e-6, atol=1e-12, err_msg=name)
     assert stats.interval == 3 and stats.step == 4
     assert stats.loss == pytest.approx(float(losses[-1].detach()))
-    assert np.isnan(stats.curv).all()
+    assert np.isfinite(stats.curv).all()  # AdamW's second moment: checked in tests/test_torch_curvature.py
     stats.validate(len(backend.groups()))
 
 

@@ -57,16 +57,21 @@ class TorchBackend:
         Live unit ids and block ids of an already pruned model (see :mod:`.checkpoint`).
     stats_dtype : torch.dtype
         Accumulation dtype of the statistics.
+    curv_scale : float
+        Scale of the Adam second-moment curvature estimate ``curv`` (:mod:`.stats`): 1 gives
+        the low estimate, the number of tokens per optimizer step the high one.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, block: int = 64,
                  adapter: ArchitectureAdapter | None = None, adapters: Sequence[ArchitectureAdapter] = (),
                  live: dict[str, Sequence[int]] | None = None, block_ids: Sequence[int] | None = None,
-                 stats_dtype: torch.dtype = torch.float32) -> None:
+                 stats_dtype: torch.dtype = torch.float32, curv_scale: float = 1.0) -> None:
+        if not (math.isfinite(curv_scale) and curv_scale > 0):
+            raise InvalidArgumentError(bad_arg("curv_scale", "a finite number > 0", curv_scale))
         self.model, self.optimizer = model, optimizer
         self.adapter = adapter_for(model, adapters) if adapter is None else adapter
         self.layout = Layout(model, self.adapter, block, live, block_ids)
-        self.stats_dtype = stats_dtype
+        self.stats_dtype, self.curv_scale = stats_dtype, float(curv_scale)
         self.plan = ReductionPlan(self.layout, stats_dtype)
         self.prox = ProximalGroupLasso(self.plan)
         self.record: list[dict[str, Any]] = []
@@ -111,7 +116,7 @@ class TorchBackend:
         self.last_stats_step = self.step
         stats = self.plan.statistics(self.optimizer, self.layout.pruned_mask(), step=self.step,
                                      lr=float(self.current_lr()), loss=self.loss, interval=interval,
-                                     weight_decay=self.weight_decay())
+                                     weight_decay=self.weight_decay(), curv_scale=self.curv_scale)
         return dataclasses.replace(stats, flops_per_token=model_flops_per_token(self.model, self.adapter))
 
     def set_penalty(self, strength: np.ndarray) -> None:

@@ -33,7 +33,8 @@ sliding windows, read by position) is re-synchronised with the live layers.
 Frozen prefix: a forward pre-hook on the first block detaches its input, so the frozen
 blocks (no parameter requires grad) build no autograd graph (as ``torch.no_grad``).
 
-Saving and exporting a pruned HF model: :mod:`.hf_checkpoint`.
+Saving and exporting a pruned HF model: :mod:`.hf_checkpoint`; :func:`uniform_constraints`
+keeps the result exportable (one width for every layer).
 """
 
 from __future__ import annotations
@@ -43,11 +44,11 @@ from typing import Any, Callable, Sequence
 from torch import nn
 
 from lyactl.errors import UnsupportedModelError, bad_arg
-from lyactl.control.groups import GroupKind
+from lyactl.control.groups import Constraint, Group, GroupKind
 
 from .groups import ArchitectureAdapter, AxisSpec, ModelCost, ParamSlice
 
-__all__ = ["HFGPT2Adapter", "HFLlamaAdapter", "adapter_of", "hf_adapters"]
+__all__ = ["HFGPT2Adapter", "HFLlamaAdapter", "adapter_of", "hf_adapters", "uniform_constraints"]
 
 
 def _transformers() -> Any:
@@ -280,3 +281,34 @@ def adapter_of(model: nn.Module) -> _HFAdapter:
             return a
     raise UnsupportedModelError(bad_arg("model", "GPT2LMHeadModel, LlamaForCausalLM, Qwen2ForCausalLM or "
                                         "MistralForCausalLM", type(model).__name__))
+
+
+def uniform_constraints(model: nn.Module, groups: Sequence[Group], *, heads: bool = True, mlp: bool = True,
+                        layers: bool = True) -> tuple[Constraint, ...]:
+    """Constraints under which every prune keeps a shape the model's standard config can
+    express (so :func:`~.hf_checkpoint.export_pretrained` succeeds and
+    ``AutoModelForCausalLM.from_pretrained`` loads the result without lyactl).
+
+    Pass them with the backend's own: ``Controller(groups, [*backend.constraints(),
+    *uniform_constraints(model, groups)], ...)``. Per kind (HEAD, MLP_BLOCK) the groups of
+    one width (``Group.units``; a remainder block is its own class) form one ``uniform``
+    constraint: a prune takes the same number from every block still present. A kind that is
+    switched off, or that the config cannot express (GPT-2 heads: ``head_dim = n_embd //
+    n_head``), gets ``min_keep = len(members)``: never pruned; so do whole layers with
+    ``layers=False`` or GPT-2's ``scale_attn_by_inverse_layer_idx`` (renumbering changes it).
+    ``max_groups_per_event`` must be at least the number of blocks for a uniform prune to fit.
+    """
+    gpt2 = isinstance(adapter_of(model), HFGPT2Adapter)
+    allowed = {GroupKind.HEAD: heads and not gpt2, GroupKind.MLP_BLOCK: mlp,
+               GroupKind.LAYER: layers and not (gpt2 and model.config.scale_attn_by_inverse_layer_idx)}
+    out: list[Constraint] = []
+    for kind, ok in allowed.items():
+        members = [i for i, g in enumerate(groups) if g.kind is kind]
+        if not members:
+            continue
+        if not ok:
+            out.append(Constraint(tuple(members), min_keep=len(members)))
+        elif kind is not GroupKind.LAYER:
+            for units in sorted({groups[i].units for i in members}):
+                out.append(Constraint(tuple(i for i in members if groups[i].units == units), uniform=True))
+    return tuple(out)

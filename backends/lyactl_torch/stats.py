@@ -22,7 +22,27 @@ stacked copy the pass made anyway (memory = one extra copy of the grouped parame
 Conventions: ``g`` is ``p.grad`` as seen after ``optimizer.step()`` (after any clipping the
 user did); ``m`` is AdamW's ``exp_avg`` or SGD's ``momentum_buffer``. Groups with no
 gradient (frozen) report NaN ``g_sq``/``gw``; with no first moment NaN ``m_sq``; pruned
-groups report NaN everywhere; ``curv`` is always NaN here.
+groups report NaN everywhere.
+
+Curvature (``curv``, not additive): the Rayleigh quotient of the diagonal second moment
+that Adam already keeps, along the group's weights,
+
+    curv_g = s * sum_{i in g} v_i w_i^2 / sum_{i in g} w_i^2,   v_i = exp_avg_sq_i / (1 - beta2^t)
+
+(bias-corrected; ``s`` = ``curv_scale``). The numerator is one more additive row of the same
+fused pass (one stack, one product, the same reductions: no extra backward, no extra host
+sync); the division by ``w_sq`` happens on the host. What it estimates: ``v_i`` is an EMA
+(horizon ``1/(1 - beta2)`` steps) of the squared MINI-BATCH gradient, ``E[gbar_i^2] =
+(E g_i)^2 + Var(gbar_i)``. With ``N`` independent examples per step, the per-example
+empirical Fisher diagonal ``F_ii = E[g_i^2]`` satisfies ``v_i <= F_ii <= N v_i``, and ``F``
+approximates the Gauss-Newton matrix, i.e. the Hessian of the mean loss near a minimum of a
+log-likelihood (the loss must be a mean negative log-likelihood in nats: scaling the loss by
+``c`` scales ``v`` by ``c^2`` but ``H`` by ``c``). So ``s = 1`` gives a low estimate,
+``s = N`` (tokens per step) a high one;
+neither bounds ``w^T H w / ||w||^2``: the diagonal drops the off-diagonal terms, the
+empirical Fisher uses the data's labels (not the model's) and ignores negative curvature,
+and the EMA lags the weights by ~``1/(1 - beta2)`` steps. NaN where a member parameter has
+no ``exp_avg_sq`` with ``betas`` and ``step`` (SGD), where ``w_sq = 0``, and on pruned groups.
 """
 
 from __future__ import annotations
@@ -38,9 +58,10 @@ from lyactl.control.groups import ADDITIVE_FIELDS, GroupStats
 
 from .groups import Layout
 
-__all__ = ["PlanEntry", "ReductionPlan", "FIELDS", "MAX_STACK", "momentum_of"]
+__all__ = ["PlanEntry", "ReductionPlan", "FIELDS", "MAX_STACK", "momentum_of", "second_moment_of"]
 
 FIELDS = ADDITIVE_FIELDS  # the fused pass computes the additive statistics (lyactl.control.groups.STATS)
+CURV_ROW = len(FIELDS)  # the extra additive row: sum_i v_i w_i^2, divided by w_sq on the host
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,6 +82,33 @@ def momentum_of(optimizer: torch.optim.Optimizer, p: nn.Parameter) -> torch.Tens
         return None
     m = st.get("exp_avg", st.get("momentum_buffer"))
     return m if isinstance(m, torch.Tensor) and m.shape == p.shape else None
+
+
+def second_moment_of(optimizer: torch.optim.Optimizer, p: nn.Parameter,
+                     betas: dict[int, float] | None = None) -> tuple[torch.Tensor, torch.Tensor | float] | None:
+    """``(exp_avg_sq, 1 / (1 - beta2^t))`` of ``p`` (Adam-style state), or None without one.
+
+    ``betas`` maps ``id(param)`` to its group's ``beta2`` (built by the caller once per pass).
+    The correction is a float when the step counter is a number or a CPU tensor (read with no
+    device synchronisation) and a 0-dim device tensor otherwise (``capturable`` / fused Adam).
+    """
+    st = optimizer.state.get(p)
+    beta2 = (betas or {}).get(id(p))
+    if not st or beta2 is None or "step" not in st:
+        return None
+    v, t = st.get("exp_avg_sq"), st["step"]
+    if not isinstance(v, torch.Tensor) or v.shape != p.shape:
+        return None
+    if isinstance(t, torch.Tensor):
+        if t.device.type != "cpu":
+            return v, 1.0 / (1.0 - beta2 ** t.to(torch.float32))
+        t = float(t)  # a CPU scalar: no device synchronisation
+    return (v, 1.0 / (1.0 - beta2 ** t)) if t > 0 else None
+
+
+def _betas(optimizer: torch.optim.Optimizer) -> dict[int, float]:
+    """``id(param) -> beta2`` for param groups that have ``betas``."""
+    return {id(p): float(g["betas"][1]) for g in optimizer.param_groups if "betas" in g for p in g["params"]}
 
 
 class ReductionPlan:
@@ -125,21 +173,31 @@ class ReductionPlan:
             return self._prev_stacks[ci]
         return torch.stack([self._prev[id(e.param)] for e in self.classes[ci].entries])
 
-    def compute(self, optimizer: torch.optim.Optimizer) -> tuple[torch.Tensor, np.ndarray, np.ndarray, list]:
-        """Device ``out[5, n_groups + 1]``, host masks ``has_g``, ``has_m`` and the stacked
-        current parameters per class (the next snapshot); no sync."""
+    def compute(self, optimizer: torch.optim.Optimizer) -> tuple[torch.Tensor, np.ndarray, list, float]:
+        """Device ``out[6, n_groups + 1]`` (the additive fields, then the curvature numerator),
+        host masks ``has_g``, ``has_m``, ``lacks_v`` (in ``[3, n_groups + 1]``), the stacked
+        current parameters per class (the next snapshot) and the bias correction still to
+        apply to the numerator on the host (``1 / (1 - beta2^t)`` when every parameter shares
+        it, the usual case: no device multiply; else 1, applied per class); no sync."""
         G = self.n_groups
-        out = torch.zeros(len(FIELDS), G + 1, dtype=self.dtype, device=self.device)
+        out = torch.zeros(len(FIELDS) + 1, G + 1, dtype=self.dtype, device=self.device)
         has_g = np.zeros(G + 1, dtype=bool)
         has_m = np.zeros(G + 1, dtype=bool)
+        lacks_v = np.zeros(G + 1, dtype=bool)
+        betas = _betas(optimizer)
+        found = [[second_moment_of(optimizer, e.param, betas) for e in c.entries] for c in self.classes]
+        corr = {f[1] if isinstance(f[1], float) else None for fs in found for f in fs if f is not None}
+        common = corr.pop() if len(corr) == 1 and None not in corr else None
         stacks = []
         with torch.no_grad():
             for ci, c in enumerate(self.classes):
                 P = torch.stack([e.param for e in c.entries])  # no_grad: no history, no detach needed
                 stacks.append(P)
                 P32, D = P.float(), (P - self._prev_of(ci)).float()
-                c.reduce(out[0], P32 * P32, None)
+                W2 = P32 * P32
+                c.reduce(out[0], W2, None)
                 c.reduce(out[1], D * D, None)
+                _curvature(c, found[ci], common is None, W2, out[CURV_ROW], lacks_v)
                 sel, gs = c.present([e.param.grad for e in c.entries], has_g)
                 if gs:
                     Gr = torch.stack(gs).float()
@@ -150,24 +208,49 @@ class ReductionPlan:
                 if ms:
                     M = torch.stack(ms).float()
                     c.reduce(out[4], M * M, sel)
-        return out, has_g, has_m, stacks
+        return out, np.stack([has_g, has_m, lacks_v]), stacks, 1.0 if common is None else common
 
     def statistics(self, optimizer: torch.optim.Optimizer, pruned: list[bool], *, step: int, lr: float,
-                   loss: torch.Tensor | float, interval: int, weight_decay: float) -> GroupStats:
+                   loss: torch.Tensor | float, interval: int, weight_decay: float,
+                   curv_scale: float = 1.0) -> GroupStats:
         """One :class:`GroupStats`; ONE host sync here (the ``.cpu()`` below). Refreshes the
-        snapshot afterwards."""
+        snapshot afterwards. ``curv_scale``: ``s`` of the module docstring."""
         G = self.n_groups
-        out, has_g, has_m, stacks = self.compute(optimizer)
+        out, masks, stacks, corr = self.compute(optimizer)
+        has_g, has_m, lacks_v = masks[:, :G]
         loss_t = torch.as_tensor(loss).detach().to(self.device, self.dtype).reshape(1)
         host = torch.cat([out[:, :G].reshape(-1), loss_t]).cpu().numpy().astype(np.float64)  # one host sync here
-        F = host[:-1].reshape(len(FIELDS), G)
-        F[2:4, ~has_g[:G]] = math.nan
-        F[4, ~has_m[:G]] = math.nan
+        F = host[:-1].reshape(len(FIELDS) + 1, G)
+        F[2:4, ~has_g] = math.nan
+        F[4, ~has_m] = math.nan
+        F[CURV_ROW, lacks_v] = math.nan
         F[:, np.asarray(pruned, dtype=bool)] = math.nan
         self.snapshot(stacks)
         arrays = {name: F[i].copy() for i, name in enumerate(FIELDS)}
-        return GroupStats(step=step, lr=float(lr), loss=float(host[-1]), curv=np.full(G, math.nan),
+        with np.errstate(divide="ignore", invalid="ignore"):
+            curv = np.where(F[0] > 0, (curv_scale * corr) * F[CURV_ROW] / F[0], math.nan)
+        return GroupStats(step=step, lr=float(lr), loss=float(host[-1]), curv=curv,
                           interval=interval, weight_decay=float(weight_decay), **arrays)
+
+
+def _curvature(c: "_Class", found: list, correct: bool, W2: torch.Tensor, row: torch.Tensor,
+               lacks_v: np.ndarray) -> None:
+    """Add ``sum_i v_i w_i^2`` per group of class ``c`` into ``row`` (``found``: the entries'
+    :func:`second_moment_of`; ``correct``: multiply each entry by its bias correction here);
+    mark ``lacks_v`` for the groups of entries with no second moment (their ``curv`` is NaN,
+    not a partial sum)."""
+    for k, f in enumerate(found):
+        if f is None:
+            lacks_v[c.groups[k]] = True
+    sel, vs = c.present([None if f is None else f[0] for f in found], np.zeros_like(lacks_v))  # mask unused
+    if not vs:
+        return
+    V = torch.stack(vs).float()
+    if correct:
+        corr = [f[1] for f in found if f is not None]
+        scale = torch.stack([torch.as_tensor(x, dtype=torch.float32).to(W2.device) for x in corr])
+        V = V * scale.view(-1, *([1] * (W2.dim() - 1)))
+    c.reduce(row, V.mul_(W2 if sel is None else W2[sel]), sel)
 
 
 @dataclass(frozen=True, eq=False)

@@ -98,17 +98,25 @@ class Group:
 @dataclass(frozen=True)
 class Constraint:
     """At least ``min_keep`` of ``members`` (group indices) must stay; ``together``
-    groups go as one (e.g. query heads sharing a key/value group under GQA)."""
+    groups go as one (e.g. query heads sharing a key/value group under GQA).
+
+    ``uniform``: the members are split by their block (:attr:`Group.layer`) and every prune
+    takes the same number from each block still present, so every block keeps one width
+    (a standard config can express the result; :mod:`lyactl.control.selection`).
+    """
 
     members: tuple[int, ...]
     min_keep: int = 0
     together: bool = False
+    uniform: bool = False
 
     def __post_init__(self) -> None:
         if self.min_keep < 0 or self.min_keep > len(self.members):
             raise InvalidArgumentError(
                 bad_arg("Constraint.min_keep", f"an int in [0, {len(self.members)}]", self.min_keep)
             )
+        if self.uniform and self.together:
+            raise InvalidArgumentError(bad_arg("Constraint.together", "False when uniform=True", self.together))
 
 
 @dataclass(frozen=True)

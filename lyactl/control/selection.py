@@ -6,7 +6,9 @@ The controller hands over the ready groups in priority order (largest FLOP savin
 * ``together`` constraints: a group goes only with every active member of its constraint,
   and only if all of them are ready for the same action;
 * ``min_keep``: at least that many members of a constraint stay alive after pruning;
-* at most ``limit`` groups in one event;
+* ``uniform`` constraints: a prune takes the same number of members from every block still
+  present (the first ready members of each block, in priority order), or nothing;
+* at most ``limit`` groups in one event (a uniform prune counts one group per block);
 * a group inside a block whose LAYER group is pruned (now or before) goes with the block
   and gets no decision of its own (the backend removes the block; its statistics turn NaN).
 """
@@ -50,6 +52,8 @@ def select(ready: Mapping[int, int], status: np.ndarray, structure: Structure, l
         if i in taken or (not s.is_layer[i] and s.layer_of[i] in gone):
             continue
         unit = _unit(i, ready, status, s.constraints)
+        if unit is not None and ready[i] == PRUNED:
+            unit = _uniform(unit, ready, status, s, taken, gone)
         if unit is None or len(picked) + len(unit) > limit:
             continue
         if ready[i] == PRUNED and not _keeps_enough(unit, alive, s.constraints):
@@ -75,6 +79,32 @@ def _unit(i: int, ready: Mapping[int, int], status: np.ndarray, constraints: Seq
     if any(ready.get(j) != ready[i] for j in unit):
         return None
     return sorted(unit)
+
+
+def _uniform(unit: list[int], ready: Mapping[int, int], status: np.ndarray, s: Structure, taken: set[int],
+             gone: set[int]) -> list[int] | None:
+    """``unit`` grown so that every ``uniform`` constraint it touches loses the same number
+    of members in each block still present (not in ``gone``): the highest-priority ready,
+    active, untaken members make up the difference; None if some block has too few."""
+    out = set(unit)
+    for c in s.constraints:
+        if not c.uniform:
+            continue
+        members = {m for m in c.members if int(s.layer_of[m]) not in gone}
+        if not out & members:
+            continue
+        count = {int(s.layer_of[m]): 0 for m in members}
+        for j in out & members:
+            count[int(s.layer_of[j])] += 1
+        k = max(count.values())
+        for layer, have in count.items():
+            extra = [j for j in ready if j in members and int(s.layer_of[j]) == layer and ready[j] == PRUNED
+                     and status[j] == Status.ACTIVE and j not in taken and j not in out
+                     and _unit(j, ready, status, s.constraints) == [j]][:k - have]  # not tied to others
+            if len(extra) < k - have:
+                return None
+            out.update(extra)
+    return sorted(out)
 
 
 def _keeps_enough(unit: list[int], alive: np.ndarray, constraints: Sequence[Constraint]) -> bool:
