@@ -223,10 +223,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=_ROOT / "benchmarks" / "results")
     ap.add_argument("--name", default=None, help="results file name (default ssm_<task>)")
     ap.add_argument("--steps", type=int, default=None, help="override the preset's training steps")
+    ap.add_argument("--cut-frac", type=float, default=None, help="override the preset's cut step (fraction of training)")
     args = ap.parse_args(argv)
     preset = PRESETS[args.preset]
     if args.steps:
         preset = preset | {args.task: preset[args.task] | {"steps": args.steps}}
+    if args.cut_frac is not None:
+        if not 0.0 < args.cut_frac < 1.0:
+            ap.error(f"--cut-frac: expected a number in (0, 1), found {args.cut_frac}")
+        preset = preset | {"cut_frac": args.cut_frac}
     arms = [a for a in args.arms.split(",") if a]
     bad = [a for a in arms if a not in ARMS]
     if bad:

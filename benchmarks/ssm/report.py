@@ -1,0 +1,125 @@
+"""Tables and a plot from the SSM benchmark's JSON (``benchmarks/results/ssm_<task>*.json``).
+
+Paired comparisons: one seed fixes the initialisation and the data order in every arm, so
+each arm is compared with a reference arm seed by seed, ``d_s = m(arm, s) - m(ref, s)``, and
+the interval is the t-interval of the mean difference over seeds (n - 1 degrees of freedom;
+with 3 seeds it is wide: say so). Training FLOPs and wall-clock are ratios to the full-state
+arm of the same seed. Certificates: measured H-infinity error against the bound, per layer.
+
+    python -m benchmarks.ssm.report benchmarks/results/ssm_lm.json [--plot docs/img/ssm_lm.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+__all__ = ["paired", "summary", "table", "main"]
+
+
+def _metric(run: dict[str, Any]) -> float:
+    return float(run["val_bpb"] if "val_bpb" in run else run["accuracy"])
+
+
+def _label(run: dict[str, Any]) -> str:
+    return f"frontier-{run['state_final']}" if run["arm"] == "frontier" else run["arm"]
+
+
+def paired(runs: list[dict[str, Any]], arm: str, ref: str) -> tuple[float, float, float, int]:
+    """``(mean, lo, hi, n)`` of ``metric(arm) - metric(ref)`` over the seeds both have (95 %)."""
+    by = {(_label(r), r["seed"]): _metric(r) for r in runs}
+    d = np.array([by[(arm, s)] - by[(ref, s)] for (a, s) in by if a == arm and (ref, s) in by])
+    if d.size < 2:
+        return (float(d.mean()) if d.size else math.nan), math.nan, math.nan, int(d.size)
+    half = stats.t.ppf(0.975, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size)
+    return float(d.mean()), float(d.mean() - half), float(d.mean() + half), int(d.size)
+
+
+def summary(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per arm: metric mean and per seed, ratios to full, paired differences."""
+    full = {r["seed"]: r for r in runs if r["arm"] == "full"}
+    rows = []
+    for label in dict.fromkeys(_label(r) for r in runs):
+        mine = [r for r in runs if _label(r) == label]
+        ratio = lambda key: [r[key] / full[r["seed"]][key] for r in mine if r["seed"] in full]  # noqa: E731
+        certs = [c for r in mine for c in r.get("certificates") or []]
+        rows.append({
+            "arm": label, "seeds": [r["seed"] for r in mine], "metric": [_metric(r) for r in mine],
+            "state_final": mine[0]["state_final"], "flops_ratio": _mean(ratio("train_flops")),
+            "wall_ratio": _mean(ratio("wall_s")), "vs_full": paired(runs, label, "full"),
+            "vs_lyactl": paired(runs, label, "lyactl"), "vs_small": paired(runs, label, "small-scratch"),
+            "max_error_over_bound": max((c["error"] / c["bound"] for c in certs if c.get("bound")), default=None),
+            "median_error": float(np.median([c["error"] for c in certs])) if certs else None,
+            "median_bound": float(np.median([c["bound"] for c in certs])) if certs else None})
+    return rows
+
+
+def _mean(xs: list[float]) -> float | None:
+    return float(np.mean(xs)) if xs else None
+
+
+def _pm(t: tuple[float, float, float, int]) -> str:
+    mean, lo, hi, n = t
+    if n == 0 or math.isnan(mean):
+        return "-"
+    return f"{mean:+.4f}" if math.isnan(lo) else f"{mean:+.4f} [{lo:+.4f}, {hi:+.4f}]"
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """A Markdown table of :func:`summary`."""
+    head = ("| arm | states (total) | val bpb per seed | vs full (paired, 95 %) | vs lyactl | vs small-scratch "
+            "| train FLOPs / full | wall / full | error / bound (median) |\n|---|---|---|---|---|---|---|---|---|\n")
+    out = []
+    for r in rows:
+        cert = "-" if r["median_bound"] is None else f"{r['median_error']:.2f} / {r['median_bound']:.0f}"
+        fr = "-" if r["flops_ratio"] is None else f"{r['flops_ratio']:.3f}"
+        wr = "-" if r["wall_ratio"] is None else f"{r['wall_ratio']:.2f}"
+        out.append(f"| {r['arm']} | {r['state_final']} | {' / '.join(f'{m:.4f}' for m in r['metric'])} | "
+                   f"{_pm(r['vs_full'])} | {_pm(r['vs_lyactl'])} | {_pm(r['vs_small'])} | {fr} | {wr} | {cert} |")
+    return head + "\n".join(out) + "\n"
+
+
+def plot(rows: list[dict[str, Any]], runs: list[dict[str, Any]], path: Path, title: str) -> None:
+    """Validation metric against training FLOPs (ratio to full), each seed a dot, the mean a marker."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    full = {r["seed"]: r["train_flops"] for r in runs if r["arm"] == "full"}
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for k, r in enumerate(rows):
+        mine = [x for x in runs if _label(x) == r["arm"] and x["seed"] in full]
+        xs = [x["train_flops"] / full[x["seed"]] for x in mine]
+        ys = [_metric(x) for x in mine]
+        color = f"C{k % 10}"
+        ax.scatter(xs, ys, s=12, color=color, alpha=0.5)
+        ax.scatter([np.mean(xs)], [np.mean(ys)], s=60, color=color, marker="D", label=r["arm"])
+    ax.set(xlabel="training FLOPs / full-state arm", ylabel="validation bits per byte", title=title)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("results", type=Path, nargs="+", help="ssm_<task>*.json files (their runs are pooled per arm label)")
+    ap.add_argument("--plot", type=Path, default=None)
+    args = ap.parse_args(argv)
+    runs = [r for f in args.results for r in json.loads(f.read_text())["arms"]]
+    rows = summary(runs)
+    print(table(rows))
+    if args.plot is not None:
+        plot(rows, runs, args.plot, " + ".join(f.stem for f in args.results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
