@@ -6,6 +6,8 @@ imports torch; the PyTorch adapter lives in the separate package ``lyactl_torch`
 
 from typing import TYPE_CHECKING
 
+from lyactl._lazy import lazy_getattr
+
 from lyactl._version import __version__
 from lyactl.errors import (
     CheckpointError,
@@ -44,15 +46,7 @@ _ENGINE = {
 }
 
 
-def __getattr__(name: str) -> object:
-    for module, names in _ENGINE.items():
-        if name in names:
-            from importlib import import_module
-
-            value = getattr(import_module(f"lyactl.{module}"), name)
-            globals()[name] = value  # later lookups skip this function
-            return value
-    raise AttributeError(f"module 'lyactl' has no attribute {name!r}")
+__getattr__ = lazy_getattr("lyactl", _ENGINE, globals())
 
 
 def __dir__() -> list[str]:

@@ -56,12 +56,7 @@ def parse_expr(text: str, name: str, names: Collection[str] | None = None) -> sp
 
     ``names``, if given, are the only symbol names allowed. Cost: linear in the text.
     """
-    if not isinstance(text, str) or not text.strip() or len(text) > MAX_LENGTH:
-        raise InvalidArgumentError(bad_arg(name, f"{_FORM} (at most {MAX_LENGTH} characters)", text))
-    try:
-        tree = ast.parse(text.strip(), mode="eval")
-    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
-        raise InvalidArgumentError(bad_arg(name, _FORM, text)) from exc
+    tree = _parse(text, name)
     try:
         return _Sympy(name, text, names).build(tree.body)
     except RecursionError as exc:
@@ -78,13 +73,22 @@ def evaluate(text: str, env: Mapping[str, float], name: str = "expression") -> f
     :class:`InvalidArgumentError` on a form outside it or an unbound name, and Python's own
     ``ZeroDivisionError`` / ``OverflowError`` / ``ValueError`` (e.g. ``log(0)``) from the
     arithmetic. Cost: linear in the text."""
+    tree = _parse(text, name)
+    try:
+        return float(_Floats(name, text, env).build(tree.body))
+    except RecursionError as exc:
+        raise InvalidArgumentError(bad_arg(name, f"{_FORM} (less deeply nested)", text)) from exc
+
+
+def _parse(text: str, name: str) -> ast.Expression:
+    """``ast.parse(text, mode="eval")``, refusing non-strings, empty or over-long text and
+    syntax errors as :class:`InvalidArgumentError` naming ``name``."""
     if not isinstance(text, str) or not text.strip() or len(text) > MAX_LENGTH:
         raise InvalidArgumentError(bad_arg(name, f"{_FORM} (at most {MAX_LENGTH} characters)", text))
     try:
-        tree = ast.parse(text.strip(), mode="eval")
+        return ast.parse(text.strip(), mode="eval")
     except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:
         raise InvalidArgumentError(bad_arg(name, _FORM, text)) from exc
-    return float(_Floats(name, text, env).build(tree.body))
 
 
 def to_sympy(value: object, name: str, names: Collection[str] | None = None) -> sp.Basic:

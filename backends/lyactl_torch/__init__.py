@@ -16,6 +16,8 @@ Importing this package imports no torch: each name is imported from its module o
 
 from typing import TYPE_CHECKING
 
+from lyactl._lazy import lazy_getattr
+
 if TYPE_CHECKING:  # the lazily imported names, for type checkers and IDEs
     from lyactl_torch.backend import TorchBackend
     from lyactl_torch.checkpoint import Checkpoint, load, load_optimizer_state, save
@@ -50,15 +52,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> object:
-    for module, names in _LAZY.items():
-        if name in names:
-            from importlib import import_module
-
-            value = getattr(import_module(f"lyactl_torch.{module}"), name)
-            globals()[name] = value  # later lookups skip this function
-            return value
-    raise AttributeError(f"module 'lyactl_torch' has no attribute {name!r}")
+__getattr__ = lazy_getattr("lyactl_torch", _LAZY, globals())
 
 
 def __dir__() -> list[str]:
