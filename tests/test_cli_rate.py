@@ -119,8 +119,8 @@ def test_bad_system_files_exit_2(capsys, tmp_path):
     assert code == 2 and "--lr" in out.err
 
 
-def test_missing_cvxpy_exits_2_naming_the_extra(capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "cvxpy", None)
+def test_missing_clarabel_exits_2_naming_the_extra(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "clarabel", None)
     code, out = _run(capsys, ["rate", "--optimizer", "gd", "--lr", "0.1", "--mu", "1", "--L", "10"])
     assert code == 2 and "lyactl[sdp]" in out.err and "torch" not in out.err
 
@@ -129,3 +129,13 @@ def test_text_output_and_subprocess_entry_point():
     proc = subprocess.run([sys.executable, "-m", "lyactl", "rate", "--optimizer", "gd", "--lr", "0.1",
                            "--mu", "1", "--L", "10"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "verdict: holds" in proc.stdout and "certificate.P" in proc.stdout
+
+
+def test_a_fresh_process_never_imports_cvxpy():
+    """The cold-start cost of `lyactl rate` (issue 18 target): cvxpy's import alone took ~1 s."""
+    code = ("import sys; from lyactl.app.cli import main; "
+            "rc = main(['rate', '--optimizer', 'nesterov', '--lr', '0.1', '--momentum', '0.5', '--mu', '1', "
+            "'--L', '10', '--json']); assert rc == 0, rc; assert 'clarabel' in sys.modules; "
+            "assert 'cvxpy' not in sys.modules, 'cvxpy imported'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr

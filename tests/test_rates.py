@@ -13,6 +13,7 @@ import functools
 import math
 import operator
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -21,8 +22,8 @@ from hypothesis import given, settings, strategies as st
 from lyactl.analysis.lure import (LureSystem, from_model, gd_system, heavy_ball_system, nesterov_system,
                                   quadratic_rate, tuned_gd, tuned_heavy_ball, tuned_nesterov)
 from lyactl.analysis.optimizers import ALL_MODELS, OptimizerParams
-from lyactl.analysis.rates import (RateCertificate, certify_rate, lmi_matrix, lmi_max_eig, norm_constant,
-                                   reverify)
+from lyactl.analysis.rates import (RateCertificate, bisect_rate, certify_rate, lifted_forms, lmi_matrix,
+                                   lmi_max_eig, lmi_oracle, norm_constant, reverify)
 from lyactl.errors import InvalidArgumentError, NonFiniteError, ShapeError
 from lyactl.verdict import Verdict
 
@@ -186,6 +187,7 @@ def test_reverify_uses_numpy_only_and_fails_on_mutants(monkeypatch):
     res = certify_rate(heavy_ball_system(0.1, 0.5), 1.0, 10.0)
     cert = res.certificate
     monkeypatch.setitem(sys.modules, "cvxpy", None)
+    monkeypatch.setitem(sys.modules, "clarabel", None)
     assert reverify(cert) and lmi_max_eig(cert) < 0 and np.linalg.eigvalsh(lmi_matrix(cert))[-1] < 0
     w, V = np.linalg.eigh(cert.P)
     mutants = [
@@ -206,10 +208,69 @@ def test_reverify_uses_numpy_only_and_fails_on_mutants(monkeypatch):
     assert lmi_max_eig(bad) > 0 and not reverify(bad)
 
 
-def test_missing_cvxpy_names_the_extra(monkeypatch):
-    monkeypatch.setitem(sys.modules, "cvxpy", None)
+def test_missing_clarabel_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "clarabel", None)
     with pytest.raises(ImportError, match=r"lyactl\[sdp\]"):
         certify_rate(gd_system(0.1), 1.0, 10.0)
+
+
+def test_certify_rate_does_not_need_cvxpy(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cvxpy", None)
+    assert certify_rate(heavy_ball_system(0.1, 0.5), 1.0, 10.0).verdict is Verdict.HOLDS
+
+
+# --- the same LMI through cvxpy: an independent check of the hand-written conic form -----------
+
+def _cvxpy_oracle(system, m, L, off_by_one):
+    """solve(rho) -> re-verified certificate or None; the LMI modelled in cvxpy (CLARABEL)."""
+    cp = pytest.importorskip("cvxpy")
+    Z, E, S, T = lifted_forms(system, m, L, off_by_one)
+    k = Z.shape[0]
+    P = cp.Variable((k, k), symmetric=True)
+    lam_s, lam_o = cp.Variable(nonneg=True), cp.Variable(nonneg=True)
+    r2 = cp.Parameter(nonneg=True)
+    M = Z.T @ P @ Z - r2 * (E.T @ P @ E) + (lam_s + lam_o) * S - (r2 * lam_o) * T
+    cons = [P >> np.eye(k), (M + M.T) / 2 << -1e-7 * np.eye(k + 1)] + ([] if off_by_one else [lam_o == 0])
+    problem = cp.Problem(cp.Minimize(0), cons)
+
+    def solve(rho):
+        r2.value = rho * rho
+        try:
+            with warnings.catch_warnings():  # "inaccurate": reverify below decides
+                warnings.simplefilter("ignore", UserWarning)
+                problem.solve(solver="CLARABEL")
+        except cp.error.SolverError:
+            return None
+        if P.value is None:
+            return None
+        cert = RateCertificate(system, m, L, rho, (P.value + P.value.T) / 2, float(max(lam_s.value, 0)),
+                               float(max(lam_o.value, 0)) if off_by_one else 0.0, off_by_one)
+        return cert if reverify(cert) else None
+
+    return solve
+
+
+RATE_AGREE = 1e-4   # two bisections to width 1e-5 that may part at one near-boundary solve
+
+
+@pytest.mark.parametrize("system, m, L, obo", [(s, m, L, True) for s, m, L in GRID] + [
+    (nesterov_system(*tuned_nesterov(1.0, 25.0)), 1.0, 25.0, False),
+    (heavy_ball_system(*tuned_heavy_ball(1.0, 25.0)), 1.0, 25.0, True),
+    (gd_system(0.15), 1.0, 10.0, False)], ids=lambda v: getattr(v, "name", str(v)))
+def test_native_lmi_agrees_with_cvxpy(system, m, L, obo):
+    """Same feasibility verdict at every grid rho at least 1e-3 away from the certified rate, and
+    the same bisected rate within RATE_AGREE (both None where neither certifies)."""
+    unit = LureSystem(system.A, system.B * L, system.C)   # the units certify_rate solves in
+    native, ref = lmi_oracle(unit, m / L, 1.0, obo), _cvxpy_oracle(unit, m / L, 1.0, obo)
+    rho_q = quadratic_rate(system, m, L)[0]
+    a, b = bisect_rate(native, rho_q, 1e-5), bisect_rate(ref, rho_q, 1e-5)
+    assert (a is None) == (b is None)
+    if a is not None:
+        assert abs(a.rho - b.rho) <= RATE_AGREE
+    edge = 1.0 if a is None else a.rho
+    grid = [r for r in np.linspace(rho_q + 1e-4, 1 - 1e-4, 9) if abs(r - edge) > 1e-3]
+    assert len(grid) >= 6
+    assert [native(r) is not None for r in grid] == [ref(r) is not None for r in grid]
 
 
 @settings(max_examples=10, deadline=None)

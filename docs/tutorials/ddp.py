@@ -16,8 +16,13 @@ from lyactl.control.monitors import MonitorConfig
 from lyactl_torch import GPT, GPTConfig
 from lyactl_torch.ddp import DistributedLyactl
 
-if "RANK" not in os.environ:          # single process, for the docs test
-    os.environ.update(RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT="29533")
+if "RANK" not in os.environ:          # single process, for the docs test: on a free port
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    os.environ.update(RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
 dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
 rank, STEPS = dist.get_rank(), 40
 

@@ -14,7 +14,7 @@ Verdicts:
 * UNKNOWN -- neither (the search is not complete).
 
 Search. The LMI ``P > 0, A_i^T P A_i - P < 0`` is a textbook SDP. When cvxpy is installed
-(extra ``sdp``; imported only by :func:`lyactl.analysis.rates.import_cvxpy`) and the cheap search
+(optional; imported only by :func:`lyactl.analysis.sdp.import_cvxpy`) and the cheap search
 below fails, :func:`common_lyapunov_sdp` solves ``min t s.t. I <= P <= t I,
 A_i^T P A_i - P <= -I`` (CLARABEL): feasible iff a common quadratic Lyapunov function exists, and
 ``1 / t`` bounds the margin. Without cvxpy (not a core dependency: heavy, platform-specific
@@ -115,7 +115,7 @@ def common_lyapunov_sdp(As: Sequence[np.ndarray]) -> np.ndarray | None:
     Cost: one SDP with ``m`` LMIs of size ``n`` (interior point, about O(m n^6) per iteration).
     """
     try:
-        from lyactl.analysis.rates import import_cvxpy
+        from lyactl.analysis.sdp import import_cvxpy
 
         cp = import_cvxpy()
     except ImportError:

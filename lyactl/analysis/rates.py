@@ -30,20 +30,21 @@ multipliers are sufficient, not necessary). The rate is found by bisection on ``
 off-by-one multiplier depends on ``rho`` feasibility need not be monotone, so the bisection
 returns *a* certified rate, at most ``tol`` above the least one it bracketed.
 
-cvxpy (and its CLARABEL solver, SCS as fallback) is imported lazily in :func:`import_cvxpy` only (also for
-:mod:`lyactl.analysis.common_lyapunov`).
+Each LMI is written in clarabel's conic form by hand (:mod:`lyactl.analysis.sdp`, which alone
+imports clarabel, extra ``sdp``): cvxpy's import costs more than a whole ``lyactl rate`` call.
+``tests/test_rates.py`` solves the same LMI through cvxpy as an independent check.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from lyactl.analysis.lure import LureSystem, check_class, quadratic_rate
+from lyactl.analysis.sdp import AffineLMI, solve_sdp, sym_basis
 from lyactl.errors import InvalidArgumentError, bad_arg
 from lyactl.verdict import Verdict
 
@@ -56,14 +57,12 @@ __all__ = [
     "reverify",
     "norm_constant",
     "certify_rate",
-    "import_cvxpy",
+    "lmi_oracle",
+    "bisect_rate",
 ]
 
 _EPS = 1e-7          # solve for M <= -_EPS I with P >= I (homogeneous LMI: no loss of generality)
 _FAIL_TOL = 1e-9     # rho(A + lam B C) >= 1 + _FAIL_TOL is a counterexample
-# SCS (first-order, the fallback) is capped: its certificates rarely pass the strict numpy
-# re-check anyway, and an uncapped run near the optimal rho costs ~1 s per bisection step.
-_SETTINGS: Mapping[str, Mapping[str, float]] = {"SCS": {"max_iters": 2000, "eps_abs": 1e-9, "eps_rel": 1e-9}}
 
 
 @dataclass(frozen=True, eq=False)
@@ -188,8 +187,8 @@ def certify_rate(system: LureSystem, m: float, L: float, *, off_by_one: bool = T
     """Certify ``|xi_k - xi*| <= sqrt(c) rho^k |xi_0 - xi*|`` for every ``f`` in ``S(m, L)``.
 
     Bisection on ``rho`` (to width ``tol``) over the LMI of the module docstring, starting
-    from the quadratic lower bound; each step is one SDP of size ``n + 2`` (cvxpy, built once
-    with ``rho^2`` as a parameter). Cost: about ``log2(1 / tol)`` small SDP solves.
+    from the quadratic lower bound; each step is one SDP with LMIs of sizes ``n + 1`` and ``n + 2``
+    (:func:`lmi_oracle`, clarabel). Cost: about ``log2(1 / tol)`` small SDP solves, a few ms each.
     """
     if not isinstance(system, LureSystem):
         raise InvalidArgumentError(bad_arg("system", "a LureSystem", type(system).__name__))
@@ -204,8 +203,8 @@ def certify_rate(system: LureSystem, m: float, L: float, *, off_by_one: bool = T
     # Solve in units where L = 1 (f -> f / L maps S(m, L) onto S(m / L, 1), B -> L B), so the
     # SDP's conditioning does not depend on the scale of f; then map the certificate back.
     unit = LureSystem(system.A, system.B * L, system.C, system.name)
-    solve, method = _oracle(unit, m / L, 1.0, off_by_one)
-    found = _bisect(solve, rho_q, tol) if rho_q < 1 - tol else None
+    solve, method = lmi_oracle(unit, m / L, 1.0, off_by_one), _method(off_by_one)
+    found = bisect_rate(solve, rho_q, tol) if rho_q < 1 - tol else None
     cert = None if found is None else _rescale(found, system, m, L)
     if cert is None or not reverify(cert):
         return RateResult(Verdict.UNKNOWN, None, method + ": no certificate for rho < 1", None,
@@ -224,9 +223,10 @@ def _rescale(cert: RateCertificate, system: LureSystem, m: float, L: float) -> R
                            cert.lam_s / L**2, cert.lam_o / L**2, cert.off_by_one)
 
 
-def _bisect(solve: Callable[[float], RateCertificate | None], rho_q: float,
-            tol: float) -> RateCertificate | None:
-    """Smallest certified rho found: try ``rho_q + tol`` (tight), then ``1 - tol / 10``, bisect."""
+def bisect_rate(solve: Callable[[float], RateCertificate | None], rho_q: float,
+                tol: float) -> RateCertificate | None:
+    """Smallest certified rho found by ``solve`` (e.g. :func:`lmi_oracle`): try ``rho_q + tol``
+    (tight), then ``1 - tol / 10``, then bisect to width ``tol``. At most ``2 + log2(1 / tol)`` solves."""
     cert = solve(rho_q + tol)
     if cert is not None:
         return cert
@@ -238,50 +238,38 @@ def _bisect(solve: Callable[[float], RateCertificate | None], rho_q: float,
     return best
 
 
-def _oracle(system: LureSystem, m: float, L: float,
-            off_by_one: bool) -> tuple[Callable[[float], RateCertificate | None], str]:
-    """The SDP built once (DPP, parameter ``rho^2``); ``solve(rho)`` returns a re-verified
-    certificate or None. CLARABEL first, SCS if CLARABEL is absent or errs without one."""
-    cp = import_cvxpy()
+def lmi_oracle(system: LureSystem, m: float, L: float,
+               off_by_one: bool) -> Callable[[float], RateCertificate | None]:
+    """``solve(rho)``: a certificate for ``rho`` that passes :func:`reverify`, or None.
+
+    The LMI in clarabel's conic form (:mod:`lyactl.analysis.sdp`): variables ``x = (P_ij (i <= j),
+    lam_s, lam_o)``, constraints ``P - I >= 0`` and ``-M - eps I >= 0`` (both affine in ``x`` for
+    fixed ``rho``), ``lam >= 0``, and ``lam_o = 0`` without the filter state; feasibility only
+    (``c = 0``). The ``rho``-free products ``Z^T P_t Z``, ``E^T P_t E`` are formed once.
+    """
     Z, E, S, T = lifted_forms(system, m, L, off_by_one)
     k = Z.shape[0]
-    P = cp.Variable((k, k), symmetric=True)
-    lam_s, lam_o = cp.Variable(nonneg=True), cp.Variable(nonneg=True)
-    r2 = cp.Parameter(nonneg=True)
-    M = Z.T @ P @ Z - r2 * (E.T @ P @ E) + (lam_s + lam_o) * S - (r2 * lam_o) * T
-    cons = [P >> np.eye(k), (M + M.T) / 2 << -_EPS * np.eye(k + 1)]
-    if not off_by_one:
-        cons.append(lam_o == 0)
-    problem = cp.Problem(cp.Minimize(0), cons)
-    solvers = [s for s in ("CLARABEL", "SCS") if s in cp.installed_solvers()]
+    basis = sym_basis(k)
+    nP = basis.shape[0]
+    ZPZ, EPE = Z.T @ basis @ Z, E.T @ basis @ E                   # (nP, k + 1, k + 1) each
+    P_ge_I = AffineLMI(-np.eye(k), np.concatenate([basis, np.zeros((2, k, k))]))
+    G = None if off_by_one else np.eye(nP + 2)[[nP + 1]]           # lam_o = 0
 
     def solve(rho: float) -> RateCertificate | None:
-        r2.value = rho * rho
-        for name in solvers:
-            try:
-                with warnings.catch_warnings():  # "inaccurate": the numpy re-check below decides
-                    warnings.simplefilter("ignore", UserWarning)
-                    problem.solve(solver=name, **_SETTINGS.get(name, {}))
-            except cp.error.SolverError:
-                continue
-            if P.value is not None and lam_s.value is not None:
-                Pv = (P.value + P.value.T) / 2
-                cert = RateCertificate(system, float(m), float(L), float(rho), Pv, float(max(lam_s.value, 0.0)),
-                                       float(max(lam_o.value, 0.0)) if off_by_one else 0.0, off_by_one)
-                if reverify(cert):
-                    return cert
-            if problem.status in ("infeasible", "infeasible_inaccurate"):
-                return None
-        return None
+        r2 = rho * rho
+        Ms = np.concatenate([ZPZ - r2 * EPE, S[None], (S - r2 * T)[None]])
+        M_le = AffineLMI(-_EPS * np.eye(k + 1), -Ms)                  # -M - eps I >= 0
+        sol = solve_sdp(nP + 2, [P_ge_I, M_le], nonneg=(nP, nP + 1), G=G)
+        if sol.x is None or sol.status == "infeasible":
+            return None
+        Pv = np.tensordot(sol.x[:nP], basis, axes=1)
+        cert = RateCertificate(system, float(m), float(L), float(rho), Pv, float(max(sol.x[nP], 0.0)),
+                               float(max(sol.x[nP + 1], 0.0)) if off_by_one else 0.0, off_by_one)
+        return cert if reverify(cert) else None
 
+    return solve
+
+
+def _method(off_by_one: bool) -> str:
     iqcs = "sector + weighted off-by-one (Zames-Falb)" if off_by_one else "sector"
-    return solve, f"iqc-sdp [{iqcs}; Lessard-Recht-Packard 2016; cvxpy/{'|'.join(solvers)}]"
-
-
-def import_cvxpy() -> Any:
-    """The one lazy import of cvxpy in lyactl (extra ``sdp``); ImportError names the extra."""
-    try:
-        import cvxpy
-    except ImportError as exc:
-        raise ImportError("semidefinite certificates need cvxpy and clarabel: pip install 'lyactl[sdp]'") from exc
-    return cvxpy
+    return f"iqc-sdp [{iqcs}; Lessard-Recht-Packard 2016; clarabel]"

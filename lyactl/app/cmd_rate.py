@@ -5,7 +5,8 @@
     lyactl rate --optimizer gd|heavy-ball|nesterov --lr A [--momentum B] --mu M --L L [--json]
     lyactl rate --system FILE.npz --mu M --L L [--json]      (arrays A (n,n), B (n,), C (n,))
 
-Runs :func:`lyactl.analysis.rates.certify_rate` (Lyapunov/IQC SDP, bisection on rho). Exit
+Runs :func:`lyactl.analysis.rates.certify_rate` (Lyapunov/IQC SDP, bisection on rho; clarabel
+through its native API, so the command never imports cvxpy). Exit
 codes: 0 holds (a rate < 1 with a certificate that re-verifies in numpy), 3 unknown (no
 certificate found), 1 fails (a quadratic of the class on which the iteration does not
 converge) or a certificate that does not re-verify, 2 bad input (the message names the
@@ -40,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Certify a linear rate rho < 1 for an optimizer on every m-strongly convex function "
                     "with L-Lipschitz gradient, by a Lyapunov/IQC semidefinite program (sector and "
                     "weighted off-by-one multipliers; Lessard, Recht & Packard 2016). Needs the extra "
-                    "'sdp' (cvxpy, clarabel). Exit 0 holds, 3 unknown, 1 fails, 2 bad input.")
+                    "'sdp' (clarabel). Exit 0 holds, 3 unknown, 1 fails, 2 bad input.")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--optimizer", choices=_OPTIMIZERS, help="a built-in optimizer (PyTorch parametrisation)")
     what.add_argument("--system", type=Path, help=".npz with arrays A (n,n), B (n,), C (n,): "
