@@ -13,7 +13,7 @@ from pathlib import Path
 from lyactl.app import exit_codes
 from lyactl.errors import InvalidArgumentError
 
-__all__ = ["add_demo", "add_eval", "add_train", "run_eval"]
+__all__ = ["add_compress", "add_demo", "add_eval", "add_train", "run_eval"]
 
 
 def add_demo(sub: argparse._SubParsersAction) -> None:
@@ -132,3 +132,52 @@ def run_eval(argv: list[str]) -> int:
         return run_eval_cli(argv, lambda path, device: load(path, map_location=device).model)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return int(exc.code or 0)
+
+
+def add_compress(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compress", help="prune a trained model to a FLOPs target while training continues",
+        description="Load CHECKPOINT (a lyactl GPT checkpoint or a local Hugging Face GPT-2/Llama/Qwen2/Mistral "
+                    "directory, offline), continue training on a corpus while lyactl prunes it to --target-flops "
+                    "of its FLOPs per token, optionally distilling from the original; write the compressed model, "
+                    "the decision log and a summary (docs/compress.md). Exit 0 target reached, 1 not reached, "
+                    "2 bad input.", epilog=exit_codes.EPILOG)
+    p.add_argument("checkpoint", type=Path, help="lyactl checkpoint file or Hugging Face model directory")
+    p.add_argument("--target-flops", type=float, required=True, help="final FLOPs/token over the original's, in (0, 1)")
+    p.add_argument("--tokens", type=int, required=True, help="continued-training tokens (>= 1)")
+    p.add_argument("--corpus", type=Path, default=None, help="folder of *.jsonl.xz (default: the shipped demo corpus)")
+    p.add_argument("--distill", type=float, default=None, metavar="T", help="distil from the original at temperature T")
+    p.add_argument("--uniform", action="store_true", help="one width per layer; export a from_pretrained directory")
+    p.add_argument("--method", choices=("lyactl", "oneshot"), default="lyactl",
+                   help="lyactl's controller (default) or one-shot activation importance at step 0 (baseline)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seq-len", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--block", type=int, default=32, help="MLP neurons per group")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    _add_out(p, "compress")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_run_compress)
+
+
+def _run_compress(args: argparse.Namespace) -> int:
+    if not 0.0 < args.target_flops < 1.0:
+        raise InvalidArgumentError(f"--target-flops: expected a number in (0, 1), found {args.target_flops}")
+    if args.tokens < 1:
+        raise InvalidArgumentError(f"--tokens: expected an int >= 1, found {args.tokens}")
+    if not args.checkpoint.exists():
+        raise InvalidArgumentError(f"CHECKPOINT: expected an existing file or directory, found {args.checkpoint}")
+    if args.distill is not None and not args.distill > 0:
+        raise InvalidArgumentError(f"--distill: expected a temperature > 0, found {args.distill}")
+    _check_device(args.device)
+    from lyactl_torch.compress import CompressConfig
+    from lyactl_torch.compress_run import exit_code, format_summary, run_compress
+    from lyactl_torch.runner import DEMO_CORPUS_DIR
+
+    cfg = CompressConfig(args.target_flops, args.tokens, method=args.method, batch_size=args.batch_size,
+                         seq_len=args.seq_len, lr=args.lr, distill=args.distill, uniform=args.uniform,
+                         block=args.block, device=args.device)
+    record = run_compress(args.checkpoint, cfg, corpus=args.corpus or DEMO_CORPUS_DIR, out=args.out,
+                          overwrite=args.overwrite, new_run=args.new_run, progress=not args.no_progress)
+    print(format_summary(record))
+    return exit_code(record)

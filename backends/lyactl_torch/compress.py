@@ -1,0 +1,305 @@
+"""Compress a trained model while training continues (``lyactl compress``, issue 15).
+
+Continued training of ``steps = ceil(tokens / (batch_size seq_len))`` AdamW steps on a
+corpus, while a selection method removes structure until the model's FLOPs per token are at
+most ``target_flops`` times the original's:
+
+* ``lyactl``: lyactl's controller (:func:`lyactl.app.runconfig.build_controller`) with a
+  budget ``S* = 1 - target_flops`` (the PI actuator pushes the cheapest-to-lose groups to
+  collapse; certificates decide), decisions between ``warmup_frac`` and ``last_frac`` of the
+  run, freezing off (a frozen group keeps its inference cost);
+* ``oneshot``: activation importance of the original (:mod:`.importance`), one event at
+  step 0 that meets the target, then training (Minitron's recipe);
+* ``replay``: a given controller (e.g. :class:`lyactl.control.baselines.ReplayController`
+  with a random rule at lyactl's schedule).
+
+Optional distillation from the frozen original (Hinton et al. 2015): with temperature
+``tau`` and teacher / student logits ``z_t``, ``z_s``,
+
+    L = (1 - alpha) CE(z_s, y) + alpha tau^2 KL(softmax(z_t / tau) || softmax(z_s / tau)),
+
+the KL averaged over tokens. The teacher's forward costs ``2 N_teacher`` FLOPs per token
+(``N`` its parameters), counted in ``train_flops`` and its time in ``wall_s``.
+
+FLOPs per token are the backend's training FLOPs ``6 M + A`` (:mod:`.flops`); with no frozen
+block their ratio equals the forward (inference) ratio ``(2 M + A/3)``, which is what the
+target means. The guard sees the language-model loss only.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lyactl.app.runconfig import ControllerSection, build_controller
+from lyactl.errors import InvalidArgumentError, NonFiniteError, bad_arg
+
+from .backend import TorchBackend
+from .corpus import Batches
+from .flops import model_flops_per_token
+from .hf import hf_adapters, uniform_constraints
+from .importance import activation_importance, oneshot_event
+from .loop import Lyactl
+from .scoring import logits_of
+
+__all__ = ["METHODS", "CompressConfig", "CompressResult", "logits", "controller_section", "compress"]
+
+METHODS = ("lyactl", "oneshot", "replay")
+
+
+@dataclass(frozen=True)
+class CompressConfig:
+    """What :func:`compress` does; every field is validated (errors name it).
+
+    ``target_flops`` in (0, 1): the final FLOPs/token over the original's; ``tokens``: training
+    tokens; ``distill``: the temperature ``tau`` (None: no teacher); ``alpha``: the KL's weight;
+    ``uniform``: one width for every layer (Hugging Face models; exportable);
+    ``interval``: steps between controller reports (None: ``steps // 40``, at least 1).
+    """
+
+    target_flops: float
+    tokens: int
+    method: str = "lyactl"
+    batch_size: int = 8
+    seq_len: int = 64
+    lr: float = 1e-3
+    warmup_frac: float = 0.05
+    min_lr_frac: float = 0.1
+    grad_clip: float = 1.0
+    distill: float | None = None
+    alpha: float = 0.5
+    uniform: bool = False
+    interval: int | None = None
+    block: int = 32
+    u_max: float = 3.0
+    calib_batches: int = 4
+    device: str = "cpu"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks: dict[str, tuple[bool, str]] = {
+            "target_flops": (_real(self.target_flops) and 0 < self.target_flops < 1, "a number in (0, 1)"),
+            "tokens": (_int(self.tokens) and self.tokens >= 1, "an int >= 1"),
+            "method": (self.method in METHODS, f"one of {METHODS}"),
+            "batch_size": (_int(self.batch_size) and self.batch_size >= 1, "an int >= 1"),
+            "seq_len": (_int(self.seq_len) and self.seq_len >= 2, "an int >= 2"),
+            "lr": (_real(self.lr) and self.lr > 0, "a number > 0"),
+            "warmup_frac": (_real(self.warmup_frac) and 0 <= self.warmup_frac < 1, "a number in [0, 1)"),
+            "min_lr_frac": (_real(self.min_lr_frac) and 0 <= self.min_lr_frac <= 1, "a number in [0, 1]"),
+            "grad_clip": (_real(self.grad_clip) and self.grad_clip >= 0, "a number >= 0"),
+            "distill": (self.distill is None or (_real(self.distill) and self.distill > 0), "None or a number > 0"),
+            "alpha": (_real(self.alpha) and 0 <= self.alpha <= 1, "a number in [0, 1]"),
+            "interval": (self.interval is None or (_int(self.interval) and self.interval >= 1), "None or an int >= 1"),
+            "block": (_int(self.block) and self.block >= 1, "an int >= 1"),
+            "calib_batches": (_int(self.calib_batches) and self.calib_batches >= 1, "an int >= 1"),
+        }
+        for name, (ok, expected) in checks.items():
+            if not ok:
+                raise InvalidArgumentError(bad_arg(name, expected, getattr(self, name)))
+
+    @property
+    def steps(self) -> int:
+        return max(1, math.ceil(self.tokens / (self.batch_size * self.seq_len)))
+
+    @property
+    def report_interval(self) -> int:
+        return self.interval if self.interval is not None else max(1, self.steps // 40)
+
+
+def _real(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+@dataclass(frozen=True, eq=False)
+class CompressResult:
+    """The compressed ``model``, its layout (``live``, ``block_ids``: what a checkpoint
+    needs), the applied events and the measurements (``record``, JSON-ready)."""
+
+    model: nn.Module
+    live: dict[str, list[int]]
+    block_ids: list[int]
+    events: tuple[Any, ...]
+    outputs: tuple[Any, ...]
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``[B, T, V]`` logits of the reference GPT or a Hugging Face causal LM."""
+    return logits_of(model(x))
+
+
+def controller_section(config: CompressConfig) -> ControllerSection:
+    """The controller's settings: budget ``1 - target_flops``; decisions from 10 % to 80 %
+    of the run; windows and waits scaled to the report interval so that decisions fit."""
+    K = config.report_interval
+    return ControllerSection(interval=K, block=config.block, budget=1.0 - config.target_flops, u_max=config.u_max,
+                             warmup_frac=0.1, last_frac=0.8, hysteresis=2, window=6, lag=2,
+                             max_groups_per_event=256, min_steps_between_events=2 * K, cooldown_steps=5 * K,
+                             allow_freeze=False)
+
+
+def _lr(step: int, steps: int, config: CompressConfig) -> float:
+    """Linear warm-up then cosine to ``min_lr_frac * lr`` (as :func:`lyactl_torch.train.lr_at`)."""
+    warm = int(config.warmup_frac * steps)
+    if step < warm:
+        return config.lr * (step + 1) / warm
+    t = min(1.0, (step - warm) / max(1, steps - warm))
+    lo = config.min_lr_frac * config.lr
+    return lo + (config.lr - lo) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def _distill_kl(student: torch.Tensor, teacher: torch.Tensor, tau: float) -> torch.Tensor:
+    """``tau^2 KL(softmax(z_t / tau) || softmax(z_s / tau))``, mean over tokens."""
+    V = student.shape[-1]
+    s = F.log_softmax(student.float().reshape(-1, V) / tau, dim=-1)
+    t = F.log_softmax(teacher.float().reshape(-1, V) / tau, dim=-1)
+    return tau * tau * F.kl_div(s, t, log_target=True, reduction="batchmean")
+
+
+def _backend(model: nn.Module, config: CompressConfig, live: dict[str, list[int]] | None,
+             block_ids: Sequence[int] | None) -> tuple[TorchBackend, torch.optim.Optimizer]:
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.0},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    opt = torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95), fused=config.device.startswith("cuda"))
+    backend = TorchBackend(model, opt, block=config.block, adapters=hf_adapters(config.seq_len), live=live,
+                           block_ids=block_ids)
+    return backend, opt
+
+
+def _constraints(backend: TorchBackend, config: CompressConfig) -> tuple[Any, ...]:
+    cons = tuple(backend.constraints())
+    if config.uniform:
+        cons += uniform_constraints(backend.model, backend.groups())
+    return cons
+
+
+def _fpt(backend: TorchBackend) -> float:
+    return model_flops_per_token(backend.model, backend.adapter)
+
+
+def compress(model: nn.Module, batches: Batches, config: CompressConfig, *,
+             live: dict[str, list[int]] | None = None, block_ids: Sequence[int] | None = None,
+             controller: Callable[[TorchBackend, tuple[Any, ...]], Any] | None = None,
+             on_report: Callable[[Any], None] | None = None, progress: bool = False) -> CompressResult:
+    """Continue training ``model`` on ``batches`` while ``config.method`` prunes it to
+    ``config.target_flops`` of its FLOPs per token (see the module docstring).
+
+    ``model`` is changed in place (and returned in the result); ``live``/``block_ids``: the
+    layout of an already pruned checkpoint. ``controller(backend, constraints)``: the
+    controller of ``method="replay"``. ``on_report(output)``: called with every controller
+    report (e.g. :meth:`lyactl.control.decision_log.DecisionLog.write`).
+    """
+    if config.method == "replay" and controller is None:
+        raise InvalidArgumentError(bad_arg("controller", "a controller factory for method='replay'", None))
+    if batches.seq_len != config.seq_len or batches.batch_size != config.batch_size:
+        raise InvalidArgumentError(bad_arg("batches", f"seq_len={config.seq_len}, batch_size={config.batch_size}",
+                                           f"seq_len={batches.seq_len}, batch_size={batches.batch_size}"))
+    dev = torch.device(config.device)
+    model.to(dev).train()
+    torch.manual_seed(config.seed)
+    teacher = _teacher(model) if config.distill is not None else None
+    backend, opt = _backend(model, config, live, block_ids)
+    cons = _constraints(backend, config)
+    fpt0, steps = _fpt(backend), config.steps
+    loop = Lyactl(model, opt, None, interval=config.report_interval, backend=backend, total_steps=steps)
+    pre_events: list[Any] = []
+    if config.method == "lyactl":
+        loop.controller = build_controller(controller_section(config), steps, backend.groups(), cons,
+                                           backend.flops_model)
+    elif config.method == "replay":
+        loop.controller = controller(backend, cons)
+    else:
+        pre_events.append(_oneshot(backend, cons, batches, config, dev))
+    record = _train(model, teacher, loop, opt, batches, config, dev, on_report, progress)
+    fpt1 = _fpt(backend)
+    record.update({"method": config.method, "flops_per_token_before": fpt0, "flops_per_token_after": fpt1,
+                   "flops_per_token_ratio": fpt1 / fpt0, "target_flops": config.target_flops,
+                   "reached_target": fpt1 / fpt0 <= config.target_flops + 1e-12, "steps": steps,
+                   "n_params_after": sum(p.numel() for p in model.parameters())})
+    events = tuple(pre_events) + tuple(loop.events)
+    return CompressResult(model, {k: list(v) for k, v in backend.layout.live.items()}, list(backend.layout.block_ids),
+                          events, tuple(loop.outputs), record)
+
+
+def _teacher(model: nn.Module) -> nn.Module:
+    teacher = copy.deepcopy(model).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+def _oneshot(backend: TorchBackend, cons: tuple[Any, ...], batches: Batches, config: CompressConfig,
+             dev: torch.device) -> Any:
+    """Score the original's groups by activations, prune to the target in one event at step 0."""
+    calib = [torch.from_numpy(batches.batch(10**6 + i)[:, :-1]).to(dev) for i in range(config.calib_batches)]
+    scores = activation_importance(backend.layout, calib, lambda m, x: logits(m, x))
+    event = oneshot_event(backend.groups(), cons, scores, backend.flops_model, float(config.target_flops))
+    backend.apply(event)
+    return event
+
+
+def _train(model: nn.Module, teacher: nn.Module | None, loop: Lyactl, opt: torch.optim.Optimizer,
+           batches: Batches, config: CompressConfig, dev: torch.device, on_report: Callable[[Any], None] | None,
+           progress: bool) -> dict[str, Any]:
+    """The training loop; returns tokens, training FLOPs (student + teacher), wall, losses."""
+    from tqdm.auto import tqdm
+
+    steps, tok_step = config.steps, config.batch_size * config.seq_len
+    teacher_fpt = 0.0 if teacher is None else 2.0 * sum(p.numel() for p in teacher.parameters())
+    fpt, flops, teacher_flops, losses, kls = _fpt(loop.backend), 0.0, 0.0, [], []
+    bar = tqdm(total=steps, desc="compress", disable=not progress, dynamic_ncols=True)
+    t0 = time.perf_counter()
+    for step in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, steps, config)
+        xy = torch.from_numpy(batches.batch(step)).to(dev)
+        x, y = xy[:, :-1], xy[:, 1:]
+        z = logits(model, x)
+        lm = F.cross_entropy(z.float().reshape(-1, z.shape[-1]), y.reshape(-1))
+        loss = lm
+        if teacher is not None:
+            with torch.no_grad():
+                zt = logits(teacher, x)
+            kl = _distill_kl(z, zt, float(config.distill))
+            loss = (1.0 - config.alpha) * lm + config.alpha * kl
+            kls.append(kl.detach())
+        loss.backward()
+        if config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        opt.step()
+        n_out = len(loop.outputs)
+        changed = loop.step(lm.detach(), opt.param_groups[0]["lr"])
+        opt.zero_grad(set_to_none=True)
+        if on_report is not None and len(loop.outputs) > n_out:
+            on_report(loop.outputs[-1])
+        flops += fpt * tok_step
+        teacher_flops += teacher_fpt * tok_step
+        losses.append(lm.detach())
+        if changed:
+            fpt = _fpt(loop.backend)
+        bar.update(1)
+    wall = time.perf_counter() - t0
+    bar.close()
+    loss_values = torch.stack(losses).cpu().numpy().astype(float)
+    kl_values = torch.stack(kls).cpu().numpy().astype(float) if kls else np.zeros(0)
+    if not np.all(np.isfinite(loss_values)) or not np.all(np.isfinite(kl_values)):
+        raise NonFiniteError(bad_arg("training loss", "finite values", "NaN or inf (lower --lr?)"))
+    return {"tokens": steps * tok_step, "train_flops": flops + teacher_flops, "student_flops": flops,
+            "teacher_flops": teacher_flops, "teacher_flops_per_token": teacher_fpt, "wall_s": wall,
+            "distill": config.distill, "alpha": config.alpha if teacher is not None else None,
+            "loss_first": float(loss_values[0]), "loss_last": float(loss_values[-1]),
+            "kl_last": float(kl_values[-1]) if kl_values.size else None,
+            "losses": loss_values[:: max(1, steps // 100)].tolist()}

@@ -1,0 +1,133 @@
+"""Compression benchmark (issue 15 item 5, the arms of items 1 and 4): one command.
+
+A teacher GPT is trained on the corpus, then compressed to ``--target`` of its FLOPs/token
+with ``--tokens`` continued-training tokens per arm and seed:
+
+* ``lyactl`` / ``lyactl-distill``: lyactl's controller (without / with distillation);
+* ``oneshot-distill``: activation importance at step 0, then distillation (Minitron-style);
+* ``random``: random groups at the schedule lyactl-distill used (same seed), distilled;
+* ``scratch-same-tokens``: the lyactl-distill final shape, fresh weights, the same tokens.
+
+Writes ``benchmarks/results/compress.json``: ``{"name", "gpu", "arms": [{"arm", "seed", "tokens",
+"flops_per_token_ratio", "val_bpb", "train_flops", "wall_s", "certificates"}]}``.
+``--preset tiny`` runs in about a minute on a CPU (a smoke test, not a measurement).
+Not yet here: the scratch-full arm and the dense frontier of the issue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from lyactl.control.baselines import ReplayController, random_scores, schedule_from_log
+from lyactl_torch.compress import CompressConfig, compress
+from lyactl_torch.compress_run import _bpb, _certificates
+from lyactl_torch.corpus import Batches, encode_documents, load_documents, split_documents, train_bpe
+from lyactl_torch.flops import model_flops_per_token
+from lyactl_torch.model import GPT, GPTConfig
+from lyactl_torch.runner import DEMO_CORPUS_DIR
+from lyactl_torch.tokenizer import load_tokenizer
+
+PRESETS = {  # teacher shape, teacher steps, batch, seq_len, vocab
+    "tiny": dict(d_model=64, n_layer=2, n_head=4, mlp_hidden=256, steps=150, batch=8, seq=64, vocab=512),
+    "h200": dict(d_model=768, n_layer=12, n_head=12, mlp_hidden=3072, steps=2700, batch=64, seq=512, vocab=8192),
+}
+
+
+def train_dense(model: GPT, batches: Batches, steps: int, lr: float, dev: str) -> tuple[float, float]:
+    """Plain AdamW with a cosine schedule; returns (training FLOPs, wall seconds)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.05)
+    fpt, t0 = model_flops_per_token(model), time.perf_counter()
+    for step in range(steps):
+        xy = torch.from_numpy(batches.batch(step)).to(dev)
+        with torch.autocast(torch.device(dev).type, torch.bfloat16, enabled=dev.startswith("cuda")):
+            loss = model(xy[:, :-1], xy[:, 1:])[1]
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step(), sched.step(), opt.zero_grad(set_to_none=True)
+    return fpt * steps * batches.batch_size * batches.seq_len, time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    ap.add_argument("--tokens", type=int, nargs="+", default=[20000])
+    ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--target", type=float, default=0.5)
+    ap.add_argument("--corpus", type=Path, default=DEMO_CORPUS_DIR)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/compress.json"))
+    args = ap.parse_args(argv)
+    p, work = PRESETS[args.preset], args.out.parent / "compress-work"
+    work.mkdir(parents=True, exist_ok=True)
+    split = split_documents(load_documents(args.corpus), 0.1, 0)
+    tok = load_tokenizer(train_bpe([d.text for d in split.train], p["vocab"], work / "tokenizer.json"))
+    tokens = encode_documents(tok.backend, split.train)
+    cfg = GPTConfig(vocab_size=tok.vocab_size, seq_len=p["seq"], d_model=p["d_model"], n_layer=p["n_layer"],
+                    n_head=p["n_head"], head_dim=p["d_model"] // p["n_head"], mlp_hidden=p["mlp_hidden"])
+    torch.manual_seed(0)
+    teacher = GPT(cfg).to(args.device)
+    flops, wall = train_dense(teacher, Batches(tokens, p["seq"], p["batch"], 0), p["steps"], 3e-3, args.device)
+    base = CompressConfig(args.target, 1, batch_size=p["batch"], seq_len=p["seq"], device=args.device)
+    bpb = lambda m: _bpb(m, tok, split, work, base, 20)  # noqa: E731
+    arms = [{"arm": "teacher", "seed": 0, "tokens": p["steps"] * p["batch"] * p["seq"], "flops_per_token_ratio": 1.0,
+             "val_bpb": bpb(teacher), "train_flops": flops, "wall_s": wall, "certificates": {}}]
+    for n in args.tokens:
+        for seed in range(args.seeds):
+            arms += run_seed(teacher, tokens, tok, split, work, p, args, n, seed, bpb)
+    args.out.write_text(json.dumps({"name": f"compress-{args.preset}", "gpu": torch.cuda.get_device_name()
+                                    if args.device.startswith("cuda") else "cpu", "arms": arms}, indent=1))
+    print(json.dumps([{k: a[k] for k in ("arm", "seed", "tokens", "flops_per_token_ratio", "val_bpb")} for a in arms]))
+    return 0
+
+
+def run_seed(teacher, tokens, tok, split, work, p, args, n, seed, bpb) -> list[dict]:
+    """The five compression arms of one token count and seed."""
+    batches = Batches(tokens, p["seq"], p["batch"], 100 + seed)
+    out, shape = [], None
+    plans = [("lyactl", "lyactl", None), ("lyactl-distill", "lyactl", 2.0), ("oneshot-distill", "oneshot", 2.0),
+             ("random", "replay", 2.0)]
+    schedule: list = []
+    for arm, method, tau in plans:
+        student = GPT(teacher.config).to(args.device)
+        student.load_state_dict(teacher.state_dict())
+        cfg = CompressConfig(args.target, n, method=method, batch_size=p["batch"], seq_len=p["seq"], distill=tau,
+                             device=args.device, seed=seed)
+        factory = (lambda b, cons: ReplayController(b.groups(), cons, schedule, random_scores(seed)))
+        r = compress(student, batches, cfg, controller=factory if method == "replay" else None)
+        if arm == "lyactl-distill":
+            schedule = schedule_from_log([{"step": e.step, "decisions": [{"index": d.index, "action": d.action.value}
+                                          for d in e.decisions]} for e in r.events], teacher_groups(teacher, cfg))
+            shape = r.model
+        out.append(record(arm, seed, r.record, bpb(r.model), _certificates(r)))
+    if shape is not None:
+        torch.manual_seed(seed)
+        scratch = GPT(teacher.config, shapes=shape.shapes(), d_live=shape.d_live).to(args.device)
+        flops, wall = train_dense(scratch, batches, CompressConfig(args.target, n, batch_size=p["batch"],
+                                                                   seq_len=p["seq"]).steps, 3e-3, args.device)
+        ratio = model_flops_per_token(scratch) / model_flops_per_token(teacher)
+        out.append({"arm": "scratch-same-tokens", "seed": seed, "tokens": n, "flops_per_token_ratio": ratio,
+                    "val_bpb": bpb(scratch), "train_flops": flops, "wall_s": wall, "certificates": {}})
+    return out
+
+
+def teacher_groups(teacher: GPT, cfg: CompressConfig) -> list:
+    """The groups of the original model (the index space of the recorded schedule)."""
+    from lyactl_torch.backend import TorchBackend
+
+    return list(TorchBackend(teacher, torch.optim.SGD(teacher.parameters(), lr=0.0), block=cfg.block).groups())
+
+
+def record(arm: str, seed: int, r: dict, val_bpb: float, certs: dict) -> dict:
+    return {"arm": arm, "seed": seed, "tokens": r["tokens"], "flops_per_token_ratio": r["flops_per_token_ratio"],
+            "val_bpb": val_bpb, "train_flops": r["train_flops"], "wall_s": r["wall_s"], "certificates": certs,
+            "reached_target": r["reached_target"]}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
