@@ -1,6 +1,7 @@
 """A strong, plain pretraining loop for the reference GPT, with lyactl plugged in.
 
-bf16 autocast, optional ``torch.compile`` (recompiled after every structural event), fused
+bf16 autocast, optional ``torch.compile`` (after a structural event recompiled as
+``compile_strategy`` says: all of it, the changed blocks, or nothing; :mod:`.compile`), fused
 AdamW with decoupled weight decay on matrices only, linear warm-up then cosine decay to
 ``min_lr_frac * lr``, gradient clipping. The loop is what the benchmarks and the demo run; a
 user's own loop needs only the one ``Lyactl.step`` call (see :mod:`lyactl_torch.loop`).
@@ -31,6 +32,7 @@ from lyactl.app.runconfig import TrainingSection
 from lyactl.errors import InvalidArgumentError, bad_arg
 
 from .backend_state import check_checkpointable
+from .compile import compile_model, recompile_after_event
 from .corpus import Batches
 from .flops import training_flops_per_token
 from .loop import Lyactl
@@ -139,7 +141,7 @@ def train(
         if step in first_steps or changed or (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             clock.log(res, step, loss, dev)
         if changed:
-            fwd = _compiled(model, cfg)
+            fwd = recompile_after_event(model, fwd) if cfg.compile else fwd
             fpt = training_flops_per_token(model, seq_len or batches.seq_len)
             res.fpt.append((step + 1, fpt))
             res.peak_mem.append((step, _peak_mem(dev)))
@@ -232,12 +234,8 @@ def _result_from(saved: dict[str, Any]) -> RunResult:
 
 
 def _compiled(model: torch.nn.Module, cfg: TrainConfig):
-    if not cfg.compile:
-        return model
-    import torch._dynamo
-
-    torch._dynamo.reset()  # shapes changed: drop old graphs rather than pile up guards
-    return torch.compile(model, dynamic=False)
+    """The model, or with ``compile`` its compiled forward (``compile_strategy``, :mod:`.compile`)."""
+    return compile_model(model, cfg.compile_strategy) if cfg.compile else model
 
 
 def _sync(dev: torch.device) -> None:

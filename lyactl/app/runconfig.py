@@ -5,7 +5,7 @@ Four sections, each a validated frozen dataclass::
     [model]       d_model, n_layer, n_head, head_dim, mlp_hidden, seq_len, vocab_size
     [data]        corpus, val_fraction, split_seed, batch_size, val_docs
     [training]    steps, lr, warmup, min_lr_frac, betas, weight_decay, grad_clip, device, bf16,
-                  compile, log_every, seed
+                  compile, compile_strategy, log_every, seed
     [controller]  enabled, interval, block, budget, u_max, warmup_frac, last_frac, ramp_end_frac, hysteresis,
                   window, lag, max_groups_per_event, min_steps_between_events, cooldown_steps,
                   allow_prune, allow_freeze, guard_exact_events, model_flops
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from lyactl.control.protocol import FlopsModel
 
 __all__ = ["ModelSection", "DataSection", "TrainingSection", "ControllerSection", "RunConfig", "UserMonitorSpec",
-           "build_controller", "run_config_from_dict", "load_run_config", "DEMO_CORPUS"]
+           "build_controller", "run_config_from_dict", "load_run_config", "DEMO_CORPUS", "COMPILE_STRATEGIES"]
 
 DEMO_CORPUS = "demo"
 """``data.corpus`` value naming the corpus shipped with lyactl_torch."""
@@ -117,6 +117,11 @@ class DataSection:
                                  "split_seed": _int(0), "batch_size": _int(1), "val_docs": _optional(_int(1))})
 
 
+COMPILE_STRATEGIES = ("whole", "per-block", "dynamic")
+"""``training.compile_strategy`` values (``lyactl_torch.compile.CompileStrategy``): how
+``compile = true`` compiles the model and what an event recompiles."""
+
+
 @dataclass(frozen=True)
 class TrainingSection:
     """Optimiser (AdamW, ``betas``) and schedule (linear warm-up, cosine to ``min_lr_frac``);
@@ -132,6 +137,7 @@ class TrainingSection:
     device: str = "cpu"
     bf16: bool = False
     compile: bool = False
+    compile_strategy: str = "whole"
     log_every: int = 10
     seed: int = 0
 
@@ -141,6 +147,7 @@ class TrainingSection:
             "betas": (lambda v: isinstance(v, tuple) and len(v) == 2 and all(_num(0, 1)[0](b) and b < 1 for b in v),
                       "two numbers in [0, 1)"),
             "weight_decay": _num(0), "grad_clip": _num(0), "device": _STR, "bf16": _BOOL, "compile": _BOOL,
+            "compile_strategy": (lambda v: v in COMPILE_STRATEGIES, "one of " + ", ".join(COMPILE_STRATEGIES)),
             "log_every": _int(1), "seed": _int(0)})
         if self.warmup > self.steps:
             raise InvalidArgumentError(bad_arg("training.warmup", f"an int <= training.steps={self.steps}",
