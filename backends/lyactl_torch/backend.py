@@ -164,10 +164,18 @@ class TorchBackend:
                 op.undo(self.layout, self.optimizer, rec)
             self._rebuild()
             raise
-        self.held[event.event_id] = done
-        self.held_groups[event.event_id] = {d.index for d in event.decisions if d.action in (Action.PRUNE, Action.FREEZE)}
+        self._hold(event, done)
         self._rebuild()
         self._log("apply", event, before, t0)
+
+    def _hold(self, event: Event, done: list[tuple[Operation, Any]]) -> None:
+        """Keep ``done`` (operations and their undo records) for a later restore of ``event``."""
+        self.held[event.event_id] = done
+        self.held_groups[event.event_id] = {d.index for d in event.decisions if d.action in (Action.PRUNE, Action.FREEZE)}
+
+    def _undo(self, op: Operation, rec: Any) -> None:
+        """Undo one held operation (a sharded backend overrides it)."""
+        op.undo(self.layout, self.optimizer, rec)
 
     def _matching(self, event: Event) -> list[int]:
         if event.event_id in self.held:
@@ -183,7 +191,7 @@ class TorchBackend:
         t0, before = time.perf_counter(), self._measure()
         for eid in sorted(ids, reverse=True):
             for op, rec in reversed(self.held.pop(eid)):
-                op.undo(self.layout, self.optimizer, rec)
+                self._undo(op, rec)
             self.held_groups.pop(eid)
         self._rebuild()
         self._log("restore", event, before, t0)

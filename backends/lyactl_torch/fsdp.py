@@ -46,7 +46,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from lyactl.control.groups import Action, Event, GroupStats
+from lyactl.control.groups import Event, GroupStats
 from lyactl.errors import InvalidArgumentError, bad_arg
 
 from .backend import TorchBackend
@@ -206,7 +206,9 @@ class FSDPBackend(TorchBackend):
             return []
         return [self.adapter.blocks(self.model)[self.layout.block_ids.index(block)]]
 
-    def _finish(self) -> None:
+    def _rebuild(self) -> None:
+        """After a change of shapes (apply or the inherited restore): the root's lazy state,
+        the axes, the frozen prefix and the sharded statistics plan; collective."""
         reset_root(self.model)
         self._reread_axes()
         update_prefix(self.layout)
@@ -230,23 +232,9 @@ class FSDPBackend(TorchBackend):
         for op, live in zip(ops, lives):
             if isinstance(op, CutUnits):
                 self.layout.live[op.axis] = [u for u in live if u not in set(op.units)]
-        self._finish()
-        self.held[event.event_id] = [(op, _merge(op, p)) for op, p in zip(ops, parts)]
-        self.held_groups[event.event_id] = {d.index for d in event.decisions if d.action in (Action.PRUNE, Action.FREEZE)}
+        self._rebuild()
+        self._hold(event, [(op, _merge(op, p)) for op, p in zip(ops, parts)])
         self._log("apply", event, before, t0)
-
-    def restore(self, event: Event) -> None:
-        """Undo held events matching ``event`` (weights and moments), unit by unit; collective."""
-        ids = self._matching(event)
-        if not ids:
-            raise InvalidArgumentError(bad_arg("restore(event)", "an applied, unreleased event", event.event_id))
-        t0, before = time.perf_counter(), self._measure()
-        for eid in sorted(ids, reverse=True):
-            for op, rec in reversed(self.held.pop(eid)):
-                self._undo(op, rec)
-            self.held_groups.pop(eid)
-        self._finish()
-        self._log("restore", event, before, t0)
 
     def _reread_axes(self) -> None:
         """Point the axes of live blocks at the current parameter objects (shapes, sizes)."""
