@@ -38,3 +38,20 @@ from hypothesis import settings  # noqa: E402
 settings.register_profile("ci", derandomize=True, print_blob=True)
 settings.register_profile("explore", derandomize=False, max_examples=500, print_blob=True)
 settings.load_profile(os.environ.get("LYACTL_HYPOTHESIS", "ci"))
+
+
+@pytest.fixture
+def host_syncs(monkeypatch):
+    """Counts of ``Tensor.cpu``, ``.item`` and ``.tolist`` calls from now on (host syncs)."""
+    import torch
+
+    calls = {"cpu": 0, "item": 0, "tolist": 0}
+    for meth in calls:
+        orig = getattr(torch.Tensor, meth)
+
+        def wrapped(self, *a, _orig=orig, _m=meth, **k):
+            calls[_m] += 1
+            return _orig(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, meth, wrapped)
+    return calls
