@@ -20,8 +20,8 @@ windows, the first steps after start and after the event excluded), dense MFU
 (``6 N``-rule training FLOPs/token x tokens/s / (peak x GPUs); ``None`` off CUDA), the
 statistics + controller overhead per step (time in ``ctl.step`` / time in steps), the
 realised share of the FLOP cut as step time ``(1 - t_after / t_before) / (1 - F_after /
-F_before)``, the compile stall of the event (first step after it minus the median, with
-``--compile``), peak memory before/after, ``n_gpus``.
+F_before)``, the compile stall of the event (first step after it minus the median after it, with
+``--compile whole|per-block|dynamic``), peak memory before/after, ``n_gpus``.
 """
 
 from __future__ import annotations
@@ -122,10 +122,17 @@ def _setup(preset: dict, fsdp: bool):
     return model, device, rank, dist.get_world_size() if dist.is_initialized() else 1, kw, dtype
 
 
-def _measure(preset: dict, model, opt, ctl, device, dtype, rank: int, fsdp: bool, compile_: bool):
-    """Per step: wall time, time in ``ctl.step``, whether the structure changed."""
+def _measure(preset: dict, model, opt, ctl, device, dtype, rank: int, fsdp: bool, strategy: str):
+    """Per step: wall time, time in ``ctl.step``, whether the structure changed.
+
+    ``strategy``: ``"eager"`` or a :class:`lyactl_torch.compile.CompileStrategy` value; after
+    an event the compiled callable is renewed by ``recompile_after_event`` (its own cost is
+    inside the event's ``ctl_s``; the compile itself lands in the next step's ``train_s``).
+    """
+    from lyactl_torch.compile import compile_model, recompile_after_event
+
     cfg = preset["model"]
-    fwd = torch.compile(model) if compile_ else model
+    fwd = model if strategy == "eager" else compile_model(model, strategy)
     gen = torch.Generator(device="cpu").manual_seed(1 + rank)
     rows = []
     for step in range(preset["steps"]):
@@ -140,6 +147,8 @@ def _measure(preset: dict, model, opt, ctl, device, dtype, rank: int, fsdp: bool
             torch.cuda.synchronize(device)
         t1 = time.perf_counter()
         changed = ctl.step(loss)
+        if changed and strategy != "eager":
+            fwd = recompile_after_event(model, fwd)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t2 = time.perf_counter()
@@ -164,6 +173,7 @@ def summarise(rows: list[dict], name: str, preset: dict, flops: tuple[float, flo
     F_b, F_a = flops
     cut = 1.0 - F_a / F_b
     stall = rows[ev + 1]["train_s"] - t_a if ev is not None and ev + 1 < len(rows) and after else None
+    stall3 = sum(r["train_s"] - t_a for r in rows[ev + 1:ev + 4]) if stall is not None else None
     total_train = sum(r["train_s"] for r in rows)
     return {"preset": name, "gpu": gpu, "n_gpus": world if gpu else 0,
             "world": world, "n_params": n_params, "steps": len(rows), "tokens_per_step": tokens,
@@ -172,7 +182,8 @@ def summarise(rows: list[dict], name: str, preset: dict, flops: tuple[float, flo
             "overhead_frac": sum(r["ctl_s"] for r in rows if not r["changed"]) / total_train,
             "flops_per_token_before": F_b, "flops_per_token_after": F_a, "flop_cut": cut,
             "realised_share": (1.0 - t_a / t_b) / cut if cut > 0 and after else None,
-            "compile_stall_s_per_event": stall, "event_step": None if ev is None else ev + 1,
+            "compile_stall_s_per_event": stall, "stall_s_first_3_steps": stall3,
+            "first_step_s": rows[0]["train_s"] if rows else None, "event_step": None if ev is None else ev + 1,
             "event_seconds": None if ev is None else rows[ev]["ctl_s"],
             "peak_mem_before": rows[ev]["peak_mem"] if ev is not None else rows[-1]["peak_mem"],
             "peak_mem_after": rows[-1]["peak_mem"] if ev is not None else None}
@@ -184,12 +195,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--cut", type=float, default=0.25)
+    ap.add_argument("--event-report", type=int, default=None, help="the report (count) at which the cut happens")
+    ap.add_argument("--interval", type=int, default=None, help="steps between statistics reports")
     ap.add_argument("--fsdp", action="store_true", help="FSDP2 even with one rank (always with WORLD_SIZE > 1)")
-    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--compile", default="eager", choices=("eager", "whole", "per-block", "dynamic"),
+                    help="compile strategy (lyactl_torch.compile); eager = not compiled")
     a = ap.parse_args(argv)
     preset = PRESETS[a.preset]
-    if a.steps:
-        preset = {**preset, "steps": a.steps}
+    preset = {**preset, **{k: v for k, v in (("steps", a.steps), ("event_report", a.event_report),
+                                              ("interval", a.interval)) if v}}
     fsdp = a.fsdp or int(os.environ.get("WORLD_SIZE", "1")) > 1
     model, device, rank, world, kw, dtype = _setup(preset, fsdp)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1)
@@ -207,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     F_a = model_flops_per_token(model, backend.adapter)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     out = summarise(rows, a.preset, preset, (F_b, F_a), world, gpu, n_params)
-    out["events"] = len(ctl.events)
+    out["events"], out["compile"] = len(ctl.events), a.compile
     if rank == 0:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps(out, indent=2, default=lambda v: None if isinstance(v, float) and np.isnan(v) else v))
