@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from lyactl.control.budget import (BudgetConfig, PIState, cheapest_groups, pi_step, projected_saving, ramp_final_fraction,
-                           required_fraction, setpoint)
+from lyactl.control.budget import (BudgetConfig, BudgetKind, PIState, cheapest_groups, pi_step, projected_saving,
+                                   ramp_final_fraction, required_fraction, setpoint, target_reached)
 from lyactl.errors import InvalidArgumentError
 
 
@@ -143,3 +143,33 @@ def test_an_exact_saving_count_makes_the_cover_real(seed, gap):
         assert k == summed.sum() or saving(fewer) < gap  # minimal beyond the summed cover
     else:
         assert exact.sum() == (flops <= 2.0 * gap).sum()  # not enough: every group that fits
+
+
+@given(ramped_budgets(), st.booleans())
+@settings(max_examples=60, deadline=None)
+def test_a_final_budget_ends_at_the_target_and_an_average_one_beyond_it(cfg, ramped):
+    """A plant that saves exactly the set-point: with ``kind="final"`` the saving rises
+    monotonically to ``S*`` and stays there (never above), and the target counts as reached
+    exactly when ``phi >= S*``; the average kind, with a ramp, must end above ``S*`` (the
+    average of a rising ramp is below its end), the overshoot the final kind exists to avoid."""
+    ramp = {"ramp_start": cfg.ramp_start, "ramp_end": cfg.ramp_end} if ramped else {}
+    final = BudgetConfig(cfg.target, cfg.total_steps, kind="final", **ramp)
+    banked, phis = 0.0, []
+    for s in range(cfg.total_steps):
+        phis.append(setpoint(final, s, banked))
+        banked += phis[-1]
+    assert all(b >= a for a, b in zip(phis, phis[1:])) and max(phis) <= cfg.target
+    assert phis[-1] == pytest.approx(cfg.target)
+    assert target_reached(final, 0, 0.0, cfg.target) and not target_reached(final, 0, 0.0, cfg.target * 0.999)
+    average = BudgetConfig(cfg.target, cfg.total_steps, ramp_start=cfg.ramp_start, ramp_end=cfg.ramp_end)
+    banked = 0.0
+    for s in range(cfg.total_steps):
+        phi = setpoint(average, s, banked)
+        banked += phi
+    assert phi > cfg.target or phi >= 1.0
+
+
+def test_budget_kind_validation_names_the_argument():
+    assert BudgetConfig(0.3, 100, kind="final").kind is BudgetKind.FINAL
+    with pytest.raises(InvalidArgumentError, match="BudgetConfig.kind"):
+        BudgetConfig(0.3, 100, kind="end")

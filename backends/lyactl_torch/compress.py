@@ -144,7 +144,8 @@ def controller_section(config: CompressConfig) -> ControllerSection:
     """The controller's settings: budget ``1 - target_flops``; decisions from 10 % to 80 %
     of the run; windows and waits scaled to the report interval so that decisions fit."""
     K = config.report_interval
-    return ControllerSection(interval=K, block=config.block, budget=1.0 - config.target_flops, u_max=config.u_max,
+    return ControllerSection(interval=K, block=config.block, budget=1.0 - config.target_flops, budget_kind="final",
+                             u_max=config.u_max,
                              warmup_frac=0.1, last_frac=0.8, hysteresis=2, window=6, lag=2,
                              max_groups_per_event=256, min_steps_between_events=2 * K, cooldown_steps=5 * K,
                              allow_freeze=False)
@@ -267,12 +268,14 @@ def _train(model: nn.Module, teacher: nn.Module | None, loop: Lyactl, opt: torch
             g["lr"] = _lr(step, steps, config)
         xy = torch.from_numpy(batches.batch(step)).to(dev)
         x, y = xy[:, :-1], xy[:, 1:]
-        z = logits(model, x)
+        with torch.autocast(dev.type, torch.bfloat16, enabled=dev.type == "cuda"):  # bf16 on GPUs
+            z = logits(model, x)
+            if teacher is not None:
+                with torch.no_grad():
+                    zt = logits(teacher, x)
         lm = F.cross_entropy(z.float().reshape(-1, z.shape[-1]), y.reshape(-1))
         loss = lm
         if teacher is not None:
-            with torch.no_grad():
-                zt = logits(teacher, x)
             kl = _distill_kl(z, zt, float(config.distill))
             loss = (1.0 - config.alpha) * lm + config.alpha * kl
             kls.append(kl.detach())

@@ -251,6 +251,7 @@ class FSDPBackend(TorchBackend):
             unfreeze_layer(self.layout, rec)
             close_unit(opened, self.optimizer)
             return
+        self._reread_axes()  # an undo before this one made new parameter objects: stale slices look absent
         owner = self._unit_of()
         touched = {id(owner[id(s.param)]) for s in self.layout.live_slices(self.layout.axes[op.axis])}
         live = list(self.layout.live[op.axis])

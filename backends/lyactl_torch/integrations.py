@@ -29,7 +29,9 @@ carries the loss (divided by ``accumulate_grad_batches``: the step's loss is the
 An optimizer step happened iff ``trainer.global_step`` advanced.
 
 Multi-process training: Lightning's DDP strategy is supported (the callback rebuilds the
-strategy's wrapper after surgery, see :func:`LyactlLightningCallback`). Through the HF Trainer
+strategy's wrapper after surgery), and so is its ``ModelParallelStrategy`` with FSDP2
+(``fully_shard`` in ``configure_model``; :class:`~.fsdp.FSDPBackend`), see
+:func:`LyactlLightningCallback`; FSDP1 and DeepSpeed are refused. Through the HF Trainer
 it is refused: DDP must be rebuilt after surgery, and the Trainer's training loop holds the
 wrapper in a local variable that no callback can replace; use :mod:`lyactl_torch.ddp` in a
 plain loop, or Lightning.
@@ -37,6 +39,7 @@ plain loop, or Lightning.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, Mapping, Sequence
 
@@ -103,15 +106,16 @@ class LyactlDriver:
                 return m
         raise UnsupportedModelError(bad_arg("model", "a module containing a model an adapter supports", type(root).__name__))
 
-    def ensure(self, model: nn.Module, optimizer: Any, distributed: bool = False) -> Lyactl:
-        """Build the :class:`Lyactl` (and the controller) on first use; ``distributed``: on a
-        :class:`~.ddp.DistributedBackend` (statistics synchronised, so every rank decides alike)."""
+    def ensure(self, model: nn.Module, optimizer: Any, make_backend: Callable[..., TorchBackend] | None = None) -> Lyactl:
+        """Build the :class:`Lyactl` (and the controller) on first use; ``make_backend``: called
+        ``make_backend(net, opt, block=, adapters=)`` (default: a plain :class:`TorchBackend`),
+        e.g. :class:`~.ddp.DistributedBackend` or :class:`~.fsdp.FSDPBackend` (statistics
+        synchronised, so every rank decides alike)."""
         if self.ctl is None:
             net, opt = self.find_model(model), unwrap_optimizer(optimizer)
             backend = None
-            if distributed:
-                from .ddp import DistributedBackend
-                backend = DistributedBackend(net, opt, block=self.block, adapters=self.adapters)
+            if make_backend is not None:
+                backend = make_backend(net, opt, block=self.block, adapters=self.adapters)
             ctl = Lyactl(net, opt, None, interval=self.interval, on_event=self.on_event, backend=backend,
                          block=self.block, adapters=self.adapters)
             ctl.controller = self.factory(ctl.backend)
@@ -150,13 +154,15 @@ def _hf_base() -> type:
     return TrainerCallback
 
 
-def _lightning_base() -> type:
-    """The one lazy import of ``lightning`` in this module."""
+def _lightning_base() -> tuple[type, type]:
+    """The one lazy import of ``lightning`` in this module: its ``Callback`` and
+    ``ModelParallelStrategy`` classes."""
     try:
         from lightning.pytorch import Callback
+        from lightning.pytorch.strategies import ModelParallelStrategy
     except ImportError as exc:
         raise ImportError(bad_arg("lightning", "installed for LyactlLightningCallback (pip install 'lyactl[lightning]')", None)) from exc
-    return Callback
+    return Callback, ModelParallelStrategy
 
 
 def LyactlCallback(controller_factory: ControllerFactory, interval: int = 50, **driver_kw: Any) -> Any:
@@ -202,39 +208,48 @@ def LyactlCallback(controller_factory: ControllerFactory, interval: int = 50, **
     return LyactlTrainerCallback()
 
 
-def LyactlLightningCallback(controller_factory: ControllerFactory, interval: int = 50, **driver_kw: Any) -> Any:
+def LyactlLightningCallback(controller_factory: ControllerFactory, interval: int = 50, *,
+                            fsdp_kwargs: Mapping[str, Any] | None = None, **driver_kw: Any) -> Any:
     """A ``lightning.pytorch.Callback`` driving lyactl on the first optimizer of the trainer
     and the first submodule of the LightningModule that an adapter supports.
 
-    Under the DDP strategy (several processes) the statistics are synchronised across ranks
-    (:class:`~.ddp.DistributedBackend`: every rank takes the same decisions) and after every
-    structural change the strategy's DDP wrapper is rebuilt (:func:`~.ddp.rebuild_ddp`, with
-    ``find_unused_parameters`` while a frozen prefix exists), before ``on_event``. Other
-    multi-process strategies (FSDP, DeepSpeed) are refused: their sharded parameters cannot
-    be cut in place.
+    The backend follows the strategy (:func:`_backend_for`):
+
+    * one process: a plain :class:`TorchBackend`;
+    * DDP (several processes): the statistics are synchronised across ranks
+      (:class:`~.ddp.DistributedBackend`: every rank takes the same decisions) and after every
+      structural change the strategy's DDP wrapper is rebuilt (:func:`~.ddp.rebuild_ddp`, with
+      ``find_unused_parameters`` while a frozen prefix exists), before ``on_event``;
+    * ``ModelParallelStrategy`` with ``tensor_parallel_size`` 1 whose ``configure_model``
+      applied ``fully_shard`` per block and at the root of the adapted model:
+      :class:`~.fsdp.FSDPBackend` (statistics all-reduced, surgery unit by unit; nothing to
+      rebuild, the strategy holds the LightningModule itself). ``fsdp_kwargs``: the
+      ``fully_shard`` arguments besides ``mesh`` that ``configure_model`` used.
+
+    Other multi-process strategies (``FSDPStrategy``, i.e. FSDP1, and DeepSpeed) are refused
+    by name at ``on_fit_start``: their flat parameters cannot be cut in place.
     """
     user_on_event = driver_kw.pop("on_event", None)
     holder: dict[str, Any] = {}
 
     def on_event(ctl: Lyactl, events: list[Event]) -> None:
-        if "strategy" in holder:
-            _rewrap_ddp(holder["strategy"], ctl)
+        if "ddp" in holder:
+            _rewrap_ddp(holder["ddp"], ctl)
         if user_on_event is not None:
             user_on_event(ctl, events)
 
     driver = LyactlDriver(controller_factory, interval, on_event=on_event, **driver_kw)
+    base, model_parallel = _lightning_base()
 
-    class LyactlLightning(_lightning_base()):
+    class LyactlLightning(base):
         def __init__(self) -> None:
             self.driver, self.seen = driver, 0
 
         def on_fit_start(self, trainer: Any, pl_module: nn.Module) -> None:
-            if trainer.world_size > 1:
-                from torch.nn.parallel import DistributedDataParallel as DDP
-                if not isinstance(trainer.strategy.model, DDP):
-                    raise InvalidArgumentError(bad_arg("trainer.strategy", "DDP when world_size > 1",
-                                                       type(trainer.strategy).__name__))
-                holder["strategy"] = trainer.strategy
+            holder["make"], rewrap = _backend_for(trainer, self.driver.find_model(pl_module), model_parallel,
+                                                  fsdp_kwargs)
+            if rewrap:
+                holder["ddp"] = trainer.strategy
             self.seen = trainer.global_step
 
         def on_train_batch_end(self, trainer: Any, pl_module: nn.Module, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -243,10 +258,40 @@ def LyactlLightningCallback(controller_factory: ControllerFactory, interval: int
                 self.driver.add_loss(loss, partial=True)  # Lightning divided it by accumulate_grad_batches
             if trainer.global_step > self.seen:
                 self.seen = trainer.global_step
-                self.driver.ensure(pl_module, trainer.optimizers[0], distributed="strategy" in holder)
+                self.driver.ensure(pl_module, trainer.optimizers[0], holder.get("make"))
                 self.driver.optimizer_step()
 
     return LyactlLightning()
+
+
+def _backend_for(trainer: Any, net: nn.Module, model_parallel: type,
+                 fsdp_kwargs: Mapping[str, Any] | None) -> tuple[Callable[..., TorchBackend] | None, bool]:
+    """The backend maker for ``trainer.strategy`` driving ``net`` (None: a plain
+    :class:`TorchBackend`) and whether the strategy's DDP wrapper must be rebuilt after
+    surgery; raises for a strategy lyactl cannot drive, naming it."""
+    strategy = trainer.strategy
+    if isinstance(strategy, model_parallel):
+        from .fsdp import FSDPBackend
+        from .fsdp_units import units
+
+        tp = strategy.device_mesh["tensor_parallel"].size()
+        if tp != 1:
+            raise InvalidArgumentError(bad_arg("ModelParallelStrategy tensor_parallel_size", "1 (FSDP2 only)", tp))
+        if units(net)[:1] != [net]:
+            raise InvalidArgumentError(bad_arg(f"configure_model under ModelParallelStrategy ({type(net).__name__})",
+                                               "fully_shard applied per block and at the root of the adapted model",
+                                               "no fully_shard at its root"))
+        return functools.partial(FSDPBackend, fsdp_kwargs=dict(fsdp_kwargs or {})), False
+    if trainer.world_size <= 1:
+        return None, False
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    if not isinstance(strategy.model, DDP):
+        raise InvalidArgumentError(bad_arg("trainer.strategy", "DDP, or ModelParallelStrategy with fully_shard applied "
+                                           "in configure_model, when world_size > 1", type(strategy).__name__))
+    from .ddp import DistributedBackend
+
+    return DistributedBackend, True
 
 
 def _rewrap_ddp(strategy: Any, ctl: Lyactl) -> None:

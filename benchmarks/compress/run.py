@@ -6,12 +6,17 @@ with ``--tokens`` continued-training tokens per arm and seed:
 * ``lyactl`` / ``lyactl-distill``: lyactl's controller (without / with distillation);
 * ``oneshot-distill``: activation importance at step 0, then distillation (Minitron-style);
 * ``random``: random groups at the schedule lyactl-distill used (same seed), distilled;
-* ``scratch-same-tokens``: the lyactl-distill final shape, fresh weights, the same tokens.
+* ``scratch-same-tokens``: the lyactl-distill final shape, fresh weights, the same tokens;
+* ``scratch-full``: that shape trained from scratch on as many tokens as the teacher (seed 0).
 
 Writes ``benchmarks/results/compress.json``: ``{"name", "gpu", "arms": [{"arm", "seed", "tokens",
 "flops_per_token_ratio", "val_bpb", "train_flops", "wall_s", "certificates"}]}``.
 ``--preset tiny`` runs in about a minute on a CPU (a smoke test, not a measurement).
-Not yet here: the scratch-full arm and the dense frontier of the issue.
+The JSON is rewritten after every arm, and ``--budget-s`` skips what would start after that
+many seconds (a time-limited GPU call still leaves its finished arms). Order: per token
+count (in the order given), the seeds, each seed's arms together: an interrupted run still has
+paired arms.
+Not here: the dense frontier of the issue (it lives in ``benchmarks/results/pretrain_h200.json``).
 """
 
 from __future__ import annotations
@@ -35,7 +40,10 @@ from lyactl_torch.tokenizer import load_tokenizer
 PRESETS = {  # teacher shape, teacher steps, batch, seq_len, vocab
     "tiny": dict(d_model=64, n_layer=2, n_head=4, mlp_hidden=256, steps=150, batch=8, seq=64, vocab=512),
     "h200": dict(d_model=768, n_layer=12, n_head=12, mlp_hidden=3072, steps=2700, batch=64, seq=512, vocab=8192),
+    # what fits one 10-minute call with all arms: 8 blocks of d512 on 52 M tokens
+    "h200-small": dict(d_model=512, n_layer=8, n_head=8, mlp_hidden=2048, steps=1600, batch=64, seq=512, vocab=8192),
 }
+SOURCES = ("brown", "linux_doc", "mhcc", "milton", "python_doc", "shakespeare", "tdavid", "web_bible", "wordnet")
 
 
 def train_dense(model: GPT, batches: Batches, steps: int, lr: float, dev: str) -> tuple[float, float]:
@@ -61,12 +69,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target", type=float, default=0.5)
     ap.add_argument("--corpus", type=Path, default=DEMO_CORPUS_DIR)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--tokenizer", type=Path, default=None, help="a tokenizer.json to use instead of training one")
+    ap.add_argument("--val-docs", type=int, default=20)
+    ap.add_argument("--budget-s", type=float, default=float("inf"))
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/compress.json"))
     args = ap.parse_args(argv)
-    p, work = PRESETS[args.preset], args.out.parent / "compress-work"
+    p, work, t_start = PRESETS[args.preset], args.out.parent / "compress-work", time.perf_counter()
     work.mkdir(parents=True, exist_ok=True)
-    split = split_documents(load_documents(args.corpus), 0.1, 0)
-    tok = load_tokenizer(train_bpe([d.text for d in split.train], p["vocab"], work / "tokenizer.json"))
+    sources = SOURCES if args.corpus != DEMO_CORPUS_DIR else None
+    split = split_documents(load_documents(args.corpus, sources), 0.03 if sources else 0.1, 0)
+    tok = load_tokenizer(args.tokenizer or train_bpe([d.text for d in split.train], p["vocab"], work / "tokenizer.json"))
     tokens = encode_documents(tok.backend, split.train)
     cfg = GPTConfig(vocab_size=tok.vocab_size, seq_len=p["seq"], d_model=p["d_model"], n_layer=p["n_layer"],
                     n_head=p["n_head"], head_dim=p["d_model"] // p["n_head"], mlp_hidden=p["mlp_hidden"])
@@ -74,26 +86,33 @@ def main(argv: list[str] | None = None) -> int:
     teacher = GPT(cfg).to(args.device)
     flops, wall = train_dense(teacher, Batches(tokens, p["seq"], p["batch"], 0), p["steps"], 3e-3, args.device)
     base = CompressConfig(args.target, 1, batch_size=p["batch"], seq_len=p["seq"], device=args.device)
-    bpb = lambda m: _bpb(m, tok, split, work, base, 20)  # noqa: E731
+    bpb = lambda m: _bpb(m, tok, split, work, base, args.val_docs)  # noqa: E731
     arms = [{"arm": "teacher", "seed": 0, "tokens": p["steps"] * p["batch"] * p["seq"], "flops_per_token_ratio": 1.0,
              "val_bpb": bpb(teacher), "train_flops": flops, "wall_s": wall, "certificates": {}}]
+    gpu = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
+    meta = {"name": f"compress-{args.preset}", "gpu": gpu, "preset": p, "target": args.target,
+            "train_tokens_available": int(tokens.size), "val_docs": args.val_docs}
+    save = lambda: args.out.write_text(json.dumps({**meta, "arms": arms}, indent=1))  # noqa: E731
+    save()
+    within = lambda: time.perf_counter() - t_start < args.budget_s  # noqa: E731
     for n in args.tokens:
         for seed in range(args.seeds):
-            arms += run_seed(teacher, tokens, tok, split, work, p, args, n, seed, bpb)
-    args.out.write_text(json.dumps({"name": f"compress-{args.preset}", "gpu": torch.cuda.get_device_name()
-                                    if args.device.startswith("cuda") else "cpu", "arms": arms}, indent=1))
+            run_seed(teacher, tokens, tok, split, work, p, args, n, seed, bpb, within, save, arms)
     print(json.dumps([{k: a[k] for k in ("arm", "seed", "tokens", "flops_per_token_ratio", "val_bpb")} for a in arms]))
     return 0
 
 
-def run_seed(teacher, tokens, tok, split, work, p, args, n, seed, bpb) -> list[dict]:
-    """The five compression arms of one token count and seed."""
+def run_seed(teacher, tokens, tok, split, work, p, args, n, seed, bpb, within, save, arms: list) -> None:
+    """The arms of one token count and seed, appended to ``arms`` (saved after each); an arm
+    that would start after ``--budget-s`` is skipped."""
     batches = Batches(tokens, p["seq"], p["batch"], 100 + seed)
-    out, shape = [], None
-    plans = [("lyactl", "lyactl", None), ("lyactl-distill", "lyactl", 2.0), ("oneshot-distill", "oneshot", 2.0),
-             ("random", "replay", 2.0)]
+    shape = None
+    plans = [("lyactl-distill", "lyactl", 2.0), ("oneshot-distill", "oneshot", 2.0), ("random", "replay", 2.0),
+             ("lyactl", "lyactl", None)]
     schedule: list = []
     for arm, method, tau in plans:
+        if not within() or (method == "replay" and shape is None):
+            continue
         student = GPT(teacher.config).to(args.device)
         student.load_state_dict(teacher.state_dict())
         cfg = CompressConfig(args.target, n, method=method, batch_size=p["batch"], seq_len=p["seq"], distill=tau,
@@ -104,16 +123,21 @@ def run_seed(teacher, tokens, tok, split, work, p, args, n, seed, bpb) -> list[d
             schedule = schedule_from_log([{"step": e.step, "decisions": [{"index": d.index, "action": d.action.value}
                                           for d in e.decisions]} for e in r.events], teacher_groups(teacher, cfg))
             shape = r.model
-        out.append(record(arm, seed, r.record, bpb(r.model), _certificates(r)))
-    if shape is not None:
+        arms.append(record(arm, seed, r.record, bpb(r.model), _certificates(r)))
+        save()
+    full = seed == 0 and n == args.tokens[0]
+    for arm, steps in (("scratch-same-tokens", CompressConfig(args.target, n, batch_size=p["batch"],
+                                                               seq_len=p["seq"]).steps), ("scratch-full", p["steps"])):
+        if shape is None or not within() or (arm == "scratch-full" and not full):
+            continue
         torch.manual_seed(seed)
         scratch = GPT(teacher.config, shapes=shape.shapes(), d_live=shape.d_live).to(args.device)
-        flops, wall = train_dense(scratch, batches, CompressConfig(args.target, n, batch_size=p["batch"],
-                                                                   seq_len=p["seq"]).steps, 3e-3, args.device)
+        flops, wall = train_dense(scratch, batches, steps, 3e-3, args.device)
         ratio = model_flops_per_token(scratch) / model_flops_per_token(teacher)
-        out.append({"arm": "scratch-same-tokens", "seed": seed, "tokens": n, "flops_per_token_ratio": ratio,
-                    "val_bpb": bpb(scratch), "train_flops": flops, "wall_s": wall, "certificates": {}})
-    return out
+        arms.append({"arm": arm, "seed": seed, "tokens": steps * p["batch"] * p["seq"], "flops_per_token_ratio": ratio,
+                     "val_bpb": bpb(scratch), "train_flops": flops, "wall_s": wall, "certificates": {},
+                     "shape_of": f"lyactl-distill seed {seed}, {n} tokens"})
+        save()
 
 
 def teacher_groups(teacher: GPT, cfg: CompressConfig) -> list:

@@ -6,7 +6,7 @@ Four sections, each a validated frozen dataclass::
     [data]        corpus, val_fraction, split_seed, batch_size, val_docs
     [training]    steps, lr, warmup, min_lr_frac, betas, weight_decay, grad_clip, device, bf16,
                   compile, compile_strategy, log_every, seed
-    [controller]  enabled, interval, block, budget, u_max, warmup_frac, last_frac, ramp_end_frac, hysteresis,
+    [controller]  enabled, interval, block, budget, budget_kind, u_max, warmup_frac, last_frac, ramp_end_frac, hysteresis,
                   window, lag, max_groups_per_event, min_steps_between_events, cooldown_steps,
                   allow_prune, allow_freeze, guard_exact_events, model_flops
     [controller.guard]          window, pre_window, tol_rel, z   (lyactl.control.guard.GuardConfig)
@@ -192,12 +192,14 @@ class ControllerSection:
     target training-FLOP saving (None: certificates only, no PI penalty); ``warmup_frac`` and
     ``last_frac`` place the decision window as fractions of ``training.steps``;
     ``ramp_end_frac`` (None: one cut) makes the budget gradual, a cubic ramp of the set-point
-    from ``warmup_frac`` to it (:mod:`lyactl.control.budget`)."""
+    from ``warmup_frac`` to it; ``budget_kind``: ``"average"`` (the run's average saving) or
+    ``"final"`` (the saving at the end) (:mod:`lyactl.control.budget`)."""
 
     enabled: bool = True
     interval: int = 10
     block: int = 32
     budget: float | None = 0.2
+    budget_kind: str = "average"
     u_max: float = 3.0
     warmup_frac: float = 0.2
     last_frac: float = 0.8
@@ -220,6 +222,7 @@ class ControllerSection:
             "model_flops": (lambda v: v is None or _num(0, lo_open=True)[0](v), "none or a number > 0"),
             "enabled": _BOOL, "interval": _int(1), "block": _int(1),
             "budget": (lambda v: v is None or (_num(0, 1, True)[0](v) and v < 1), "none or a number in (0, 1)"),
+            "budget_kind": (lambda v: v in ("average", "final"), "'average' or 'final'"),
             "u_max": _num(0), "warmup_frac": _num(0, 1), "last_frac": _num(0, 1),
             "ramp_end_frac": (lambda v: v is None or _num(0, 1)[0](v), "none or a number in [0, 1]"),
             "hysteresis": _int(1),
@@ -246,7 +249,8 @@ class ControllerSection:
 
         T, start = total_steps, int(self.warmup_frac * total_steps)
         ramp = {} if self.ramp_end_frac is None else {"ramp_start": start, "ramp_end": int(self.ramp_end_frac * T)}
-        budget = None if self.budget is None else BudgetConfig(target=self.budget, total_steps=T, u_max=self.u_max, **ramp)
+        budget = None if self.budget is None else BudgetConfig(target=self.budget, total_steps=T, u_max=self.u_max,
+                                                              kind=self.budget_kind, **ramp)
         return ControllerConfig(
             monitors=MonitorConfig(window=self.window, lag=self.lag), guard=self.guard, budget=budget,
             warmup_steps=start, last_decision_step=int(self.last_frac * T), hysteresis=self.hysteresis,

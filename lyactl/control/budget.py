@@ -28,10 +28,18 @@ Gradual variant (``ramp_start``/``ramp_end`` steps ``s0 < s1``): instead of reac
 and is ``min(phi_req(s), phi_ramp(s))`` until ``s1``, ``phi_req(s)`` after. The ramp banks
 ``3/4 phi_f (s1 - s0)``, so ``phi_f = S* T / (T - s1 + 3/4 (s1 - s0))`` meets the target
 (derived and checked in ``theory/monitors.py``): the later cut is deeper by that ratio.
+
+Final variant (``kind=BudgetKind.FINAL``, what compressing a trained model asks for): ``S*``
+is the fraction saved *at the end*, ``phi(T) >= S*``, not the run's average. The set-point is
+``S*`` itself from the start (or the cubic ramp ``S* (1 - (1 - x)^3)`` to it), and the target
+is reached once ``phi(s) >= S*``: the average variant would otherwise drive the model far below
+the requested final size (the average of a ramp is below its end), which is what a user asking
+for "0.5 of the FLOPs" does not want.
 """
 
 from __future__ import annotations
 
+import enum
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -40,15 +48,23 @@ import numpy as np
 
 from lyactl.errors import InvalidArgumentError, bad_arg
 
-__all__ = ["BudgetConfig", "PIState", "required_fraction", "ramp_final_fraction", "setpoint", "projected_saving",
+__all__ = ["BudgetKind", "BudgetConfig", "PIState", "target_reached", "required_fraction", "ramp_final_fraction", "setpoint", "projected_saving",
            "pi_step", "cheapest_groups"]
+
+
+class BudgetKind(str, enum.Enum):
+    """What the target ``S*`` is: the run-average training-FLOP saving, or the final one."""
+
+    AVERAGE = "average"
+    FINAL = "final"
 
 
 @dataclass(frozen=True)
 class BudgetConfig:
     """Target saving ``S*`` in (0, 1) over ``total_steps``; PI gains, integration time
     constant ``tau`` in steps (default ``total_steps / 50``) and output cap ``u_max``;
-    ``ramp_start``, ``ramp_end`` (steps, both or neither): the gradual set-point above."""
+    ``ramp_start``, ``ramp_end`` (steps, both or neither): the gradual set-point above;
+    ``kind``: ``S*`` as the run average (default) or the final saving (see the module doc)."""
 
     target: float
     total_steps: int
@@ -58,12 +74,18 @@ class BudgetConfig:
     tau: float | None = None
     ramp_start: int | None = None
     ramp_end: int | None = None
+    kind: BudgetKind = BudgetKind.AVERAGE
 
     @property
     def tau_steps(self) -> float:
         return float(self.tau) if self.tau is not None else max(self.total_steps / 50.0, 1.0)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.kind, BudgetKind):
+            try:
+                object.__setattr__(self, "kind", BudgetKind(self.kind))
+            except ValueError:
+                raise InvalidArgumentError(bad_arg("BudgetConfig.kind", "'average' or 'final'", self.kind)) from None
         if not 0 < self.target < 1:
             raise InvalidArgumentError(bad_arg("BudgetConfig.target", "a fraction in (0, 1)", self.target))
         if not (isinstance(self.total_steps, int) and self.total_steps > 0):
@@ -102,15 +124,21 @@ def required_fraction(target: float, total_steps: int, step: int, banked: float)
 
 
 def ramp_final_fraction(cfg: BudgetConfig) -> float:
-    """``phi_f = S* T / (T - s1 + 3/4 (s1 - s0))``, the fraction the ramp ends at (<= 1)."""
+    """``phi_f = S* T / (T - s1 + 3/4 (s1 - s0))``, the fraction the ramp ends at (<= 1);
+    ``S*`` itself for a final-saving budget."""
+    if cfg.kind is BudgetKind.FINAL:
+        return float(cfg.target)
     s0, s1, T = cfg.ramp_start, cfg.ramp_end, cfg.total_steps
     return float(min(1.0, cfg.target * T / (T - s1 + 0.75 * (s1 - s0))))
 
 
 def setpoint(cfg: BudgetConfig, step: int, banked: float) -> float:
-    """The fraction to be saved at ``step``: ``phi_req`` (:func:`required_fraction`), capped by
-    the cubic ramp while it runs when ``cfg`` has one."""
-    phi_req = required_fraction(cfg.target, cfg.total_steps, step, banked)
+    """The fraction to be saved at ``step``: ``phi_req`` (:func:`required_fraction`; ``S*`` for a
+    final-saving budget), capped by the cubic ramp while it runs when ``cfg`` has one."""
+    if cfg.kind is BudgetKind.FINAL:
+        phi_req = float(cfg.target) if step < cfg.total_steps else 0.0
+    else:
+        phi_req = required_fraction(cfg.target, cfg.total_steps, step, banked)
     if cfg.ramp_start is None or step >= cfg.ramp_end:
         return phi_req
     x = min(max((step - cfg.ramp_start) / (cfg.ramp_end - cfg.ramp_start), 0.0), 1.0)
@@ -120,6 +148,14 @@ def setpoint(cfg: BudgetConfig, step: int, banked: float) -> float:
 def projected_saving(total_steps: int, step: int, banked: float, phi: float) -> float:
     """``S = (A(s) + phi (T - s)) / T``: the saving if ``phi`` is held to the end."""
     return (banked + phi * max(total_steps - step, 0)) / total_steps
+
+
+def target_reached(cfg: BudgetConfig, step: int, banked: float, phi: float) -> bool:
+    """Whether no more saving is needed: the projected run average
+    (:func:`projected_saving`) reaches ``S*``, or for a final-saving budget ``phi >= S*``."""
+    if cfg.kind is BudgetKind.FINAL:
+        return phi >= cfg.target
+    return projected_saving(cfg.total_steps, step, banked, phi) >= cfg.target
 
 
 def pi_step(cfg: BudgetConfig, state: PIState, error: float, dt: int) -> PIState:

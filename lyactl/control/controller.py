@@ -19,22 +19,28 @@ only the groups actually decided are visited in Python):
    inside a block whose LAYER group is pruned go with it (no decision, no FLOPs counted twice);
 7. the guard turns loss rises after an event into restores (plus a cool-down);
 8. with a budget, a PI actuator sets a sparsity penalty on the cheapest-to-lose groups
-   (see :mod:`lyactl.control.budget`).
+   (see :mod:`lyactl.control.budget`);
+9. with a final budget (``BudgetKind.FINAL``: "end at this size"), an event stops adding groups
+   once the target is met, and at the first report at or after ``last_decision_step`` a
+   target not yet met is completed: the cheapest-to-lose eligible groups are pruned until it
+   is. Those decisions are NOT certified: each carries a ``budget:final`` certificate with
+   verdict UNKNOWN, which ``lyactl report`` flags (it does not re-verify).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from lyactl.control.accounting import FlopsAccount
-from lyactl.control.budget import PIState, cheapest_groups, pi_step, projected_saving, setpoint
+from lyactl.control.budget import BudgetKind, PIState, cheapest_groups, pi_step, setpoint, target_reached
 from lyactl.control.controller_config import ControllerConfig, ControlOutput, finite_mask
 from lyactl.control.decision_log import decode_array, encode_array
 from lyactl.control.decision_rule import evaluate_monitors, role_verdicts
 from lyactl.errors import InvalidArgumentError, bad_arg
+from lyactl.verdict import Verdict
 from lyactl.control.groups import (ACTIVE, FROZEN, PRUNED, Action, Certificate, Constraint, Decision, Event, Group,
                                    GroupKind, GroupStats)
 from lyactl.control.guard import Guard
@@ -85,6 +91,7 @@ class Controller:
         self.last_step: int | None = None
         self.last_event_step: int | None = None
         self.next_event_id = 0
+        self.completed = False  # a final budget's completion (rule 9) has run
 
     # ------------------------------------------------------------------ accounting
     def saved_fraction(self) -> float:
@@ -144,14 +151,15 @@ class Controller:
             streak *= ok  # 0 where not ok
         events: tuple[Event, ...] = ()
         reason = self._blocked(stats.step)
-        if not reason:
-            event = self._decide(stats.step, results, rv.roles)
-            if event is not None:
-                events = (event,)
-                if self._exact(event, stats):
-                    releases.append(event)
-                else:
-                    self.guard.watch(event)
+        event = self._decide(stats.step, results, rv.roles) if not reason else None
+        if event is None and self._completing(stats.step):
+            event = self._complete(stats, eligible)
+        if event is not None:
+            events = (event,)
+            if self._exact(event, stats):
+                releases.append(event)
+            else:
+                self.guard.watch(event)
         penalty = self._actuate(stats, eligible)
         return ControlOutput(events, tuple(restores), tuple(releases), penalty, False, reason or "ok", tuple(results))
 
@@ -204,7 +212,7 @@ class Controller:
         if self.guard.busy:
             return "guard watching the last event"
         b = cfg.budget
-        if b is not None and projected_saving(b.total_steps, step, self.banked, self.saved_fraction()) >= b.target:
+        if b is not None and target_reached(b, step, self.banked, self.saved_fraction()):
             return "budget target reached"
         return ""
 
@@ -230,7 +238,47 @@ class Controller:
         gain = np.where(act == PRUNED, self.flops_remove[idx], self.flops_freeze[idx])
         order = np.lexsort((idx, -gain))
         ready = {int(i): int(a) for i, a in zip(idx[order], act[order])}
-        picked = select(ready, self.status, self.structure, self.config.max_groups_per_event)
+        picked = select(ready, self.status, self.structure, self.config.max_groups_per_event, self._enough())
+        return self._event(step, picked, lambda i, action: self._certificates(i, action, results, role_ok))
+
+    def _enough(self) -> Callable[[list[tuple[int, int]]], bool] | None:
+        """For a final budget: whether picks would meet the target (rule 9), else None."""
+        b = self.config.budget
+        if b is None or b.kind is not BudgetKind.FINAL:
+            return None
+        phi0, dense = self.saved_fraction(), self._dense_flops()
+
+        def enough(picked: list[tuple[int, int]]) -> bool:
+            extra = np.zeros(self.n_groups, bool)
+            extra[[j for j, a in picked if a == PRUNED]] = True
+            frozen = sum(float(self.flops_freeze[j]) for j, a in picked if a == FROZEN)
+            pruned = self._saving(extra) if self.flops_model is not None else float(self.flops_remove[extra].sum())
+            return phi0 + (pruned + frozen) / dense >= b.target
+        return enough
+
+    def _completing(self, step: int) -> bool:
+        b, last = self.config.budget, self.config.last_decision_step
+        return (b is not None and b.kind is BudgetKind.FINAL and not self.completed and last is not None
+                and step >= last and not target_reached(b, step, self.banked, self.saved_fraction()))
+
+    def _complete(self, stats: GroupStats, eligible: np.ndarray) -> Event | None:
+        """Rule 9: prune the eligible groups the actuator pushes, then the lowest ``|gw|`` per
+        FLOP (none larger than twice the remaining gap), until the final target is met."""
+        self.completed, b, phi = True, self.config.budget, self.saved_fraction()
+        score = np.abs(stats.gw) / self._flops_floor
+        gap = (b.target - phi) * self._dense_flops()
+        idx = np.flatnonzero(eligible & np.isfinite(score) & (self.flops_remove > 0) & (self.flops_remove <= 2 * gap))
+        order = idx[np.lexsort((idx, score[idx], ~self.chosen[idx]))]
+        picked = select({int(i): PRUNED for i in order}, self.status, self.structure, self.n_groups, self._enough())
+        cert = lambda i, action: (Certificate(  # noqa: E731
+            "budget:final", Verdict.UNKNOWN, (stats.step, stats.step), {"target": b.target, "phi": phi,
+                                                                         "score": float(score[i])},
+            "target > phi", b.target - phi),)
+        return self._event(stats.step, picked, cert)
+
+    def _event(self, step: int, picked: list[tuple[int, int]],
+               certificates: Callable[[int, Action], tuple[Certificate, ...]]) -> Event | None:
+        """Apply ``picked`` to the statuses and make the event (None if nothing picked)."""
         if not picked:
             return None
         before = self._dense_flops() * (1.0 - self.saved_fraction())
@@ -239,8 +287,7 @@ class Controller:
             self.status[i] = a
             self._changed()
             action = Action.PRUNE if a == PRUNED else Action.FREEZE
-            decisions.append(Decision(step, self.groups[i].name, i, action,
-                                      self._certificates(i, action, results, role_ok)))
+            decisions.append(Decision(step, self.groups[i].name, i, action, certificates(i, action)))
         self.streak_prune[[i for i, _ in picked]] = 0
         self.streak_freeze[[i for i, _ in picked]] = 0
         after = self._dense_flops() * (1.0 - self.saved_fraction())
@@ -293,6 +340,7 @@ class Controller:
                 "chosen": self.chosen.tolist(), "pi": encode_array([self.pi.integral, self.pi.u]),
                 "banked": encode_array([self.banked])[0], "last_step": self.last_step,
                 "last_event_step": self.last_event_step, "next_event_id": self.next_event_id,
+                "completed": self.completed,
                 **self.account.state_dict()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -312,4 +360,5 @@ class Controller:
         self.banked = float(decode_array([state["banked"]])[0])
         self.last_step, self.last_event_step = state["last_step"], state["last_event_step"]
         self.next_event_id = int(state["next_event_id"])
+        self.completed = bool(state.get("completed", False))  # absent in states written before rule 9
         self.account.load_state_dict(state)

@@ -16,7 +16,7 @@ The controller hands over the ready groups in priority order (largest FLOP savin
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -40,15 +40,20 @@ class Structure:
         return ~self.is_layer & (self.layer_of >= 0) & np.isin(self.layer_of, list(gone))
 
 
-def select(ready: Mapping[int, int], status: np.ndarray, structure: Structure, limit: int) -> list[tuple[int, int]]:
+def select(ready: Mapping[int, int], status: np.ndarray, structure: Structure, limit: int,
+           enough: Callable[[list[tuple[int, int]]], bool] | None = None) -> list[tuple[int, int]]:
     """``[(group, new status)]`` to decide now, from ``ready`` (group -> ``PRUNED`` or
-    ``FROZEN``, in priority order). Cost: O(ready x constraints) Python steps."""
+    ``FROZEN``, in priority order). ``enough(picked)``, optional: stop adding units once it
+    is True (a unit of together/uniform groups is never split). Cost: O(ready x
+    constraints) Python steps, plus one ``enough`` call per unit considered."""
     s = structure
     alive = status != PRUNED
     picked: list[tuple[int, int]] = []
     taken: set[int] = set()
     gone = set(s.layer_of[(status == PRUNED) & s.is_layer].tolist())  # pruned blocks
     for i in ready:
+        if enough is not None and picked and enough(picked):
+            break
         if i in taken or (not s.is_layer[i] and s.layer_of[i] in gone):
             continue
         unit = _unit(i, ready, status, s.constraints)
