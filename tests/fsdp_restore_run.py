@@ -142,6 +142,32 @@ def train(model, opt, ctl, world: int, rank: int) -> list[float]:
     return losses
 
 
+def run(model, opt, backend, world: int, rank: int) -> dict:
+    """Train with apply-then-restore, then one direct round trip; what the rank saw."""
+    from torch.distributed.tensor import DTensor
+
+    from lyactl_torch.fsdp_units import units
+
+    shapes, frozen = [], []
+
+    def look(*_):
+        shapes.append({n: tuple(p.shape) for n, p in model.named_parameters()})
+        frozen.append(sorted(n for n, p in model.named_parameters() if not p.requires_grad))
+
+    look()
+    ctl = L.Lyactl(model, opt, ApplyThenRestore(backend.groups()), interval=INTERVAL, backend=backend, on_event=look)
+    losses = train(model, opt, ctl, world, rank)
+    final = snapshot(model, opt)
+    ev = the_event(backend.groups(), 1, backend.step)
+    backend.apply(ev)
+    backend.restore(ev)
+    return final | {"losses": losses, "stats": list(ctl.stats), "shapes": shapes, "frozen": frozen,
+                    "round_trip_changed": changed(final, snapshot(model, opt)),
+                    "sharded": all(isinstance(p, DTensor) for p in model.parameters()),
+                    "n_units": len(units(model)) if world > 1 else None,
+                    "kinds": [r["kind"] for r in backend.record], "held": sorted(backend.held)}
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("out", type=Path)
@@ -163,32 +189,11 @@ def main(argv=None) -> None:
         mutate(a.mutant, rank, backend)
     else:
         backend = L.TorchBackend(model, opt, block=16)
-    shapes, frozen = [], []
-
-    def look(*_):
-        shapes.append({n: tuple(p.shape) for n, p in model.named_parameters()})
-        frozen.append(sorted(n for n, p in model.named_parameters() if not p.requires_grad))
-
-    look()
-    ctl = L.Lyactl(model, opt, ApplyThenRestore(backend.groups()), interval=INTERVAL, backend=backend, on_event=look)
-    losses = train(model, opt, ctl, world, rank)
-    final = snapshot(model, opt)
-    ev = the_event(backend.groups(), 1, backend.step)
-    backend.apply(ev)
-    backend.restore(ev)
-    from lyactl_torch.fsdp_units import units
-    from torch.distributed.tensor import DTensor
-
-    out = final | {"losses": losses, "stats": list(ctl.stats), "shapes": shapes, "frozen": frozen,
-                   "round_trip_changed": changed(final, snapshot(model, opt)),
-                   "sharded": all(isinstance(p, DTensor) for p in model.parameters()),
-                   "n_units": len(units(model)) if world > 1 else None,
-                   "kinds": [r["kind"] for r in backend.record], "held": sorted(backend.held)}
+    out = run(model, opt, backend, world, rank)
     a.out.mkdir(parents=True, exist_ok=True)
     torch.save(out, a.out / f"rank{rank}.pt")
     if world > 1:
         dist.destroy_process_group()
-
 
 if __name__ == "__main__":
     main()

@@ -233,7 +233,7 @@ def LyactlLightningCallback(controller_factory: ControllerFactory, interval: int
     holder: dict[str, Any] = {}
 
     def on_event(ctl: Lyactl, events: list[Event]) -> None:
-        if "ddp" in holder:
+        if holder.get("ddp") is not None:
             _rewrap_ddp(holder["ddp"], ctl)
         if user_on_event is not None:
             user_on_event(ctl, events)
@@ -246,10 +246,9 @@ def LyactlLightningCallback(controller_factory: ControllerFactory, interval: int
             self.driver, self.seen = driver, 0
 
         def on_fit_start(self, trainer: Any, pl_module: nn.Module) -> None:
-            holder["make"], rewrap = _backend_for(trainer, self.driver.find_model(pl_module), model_parallel,
+            holder["make"], rewrap = _backend_for(trainer, lambda: self.driver.find_model(pl_module), model_parallel,
                                                   fsdp_kwargs)
-            if rewrap:
-                holder["ddp"] = trainer.strategy
+            holder["ddp"] = trainer.strategy if rewrap else None
             self.seen = trainer.global_step
 
         def on_train_batch_end(self, trainer: Any, pl_module: nn.Module, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -264,11 +263,11 @@ def LyactlLightningCallback(controller_factory: ControllerFactory, interval: int
     return LyactlLightning()
 
 
-def _backend_for(trainer: Any, net: nn.Module, model_parallel: type,
+def _backend_for(trainer: Any, adapted: Callable[[], nn.Module], model_parallel: type,
                  fsdp_kwargs: Mapping[str, Any] | None) -> tuple[Callable[..., TorchBackend] | None, bool]:
-    """The backend maker for ``trainer.strategy`` driving ``net`` (None: a plain
-    :class:`TorchBackend`) and whether the strategy's DDP wrapper must be rebuilt after
-    surgery; raises for a strategy lyactl cannot drive, naming it."""
+    """The backend maker for ``trainer.strategy`` (None: a plain :class:`TorchBackend`) and
+    whether the strategy's DDP wrapper must be rebuilt after surgery; raises for a strategy
+    lyactl cannot drive, naming it. ``adapted()``: the model lyactl will drive."""
     strategy = trainer.strategy
     if isinstance(strategy, model_parallel):
         from .fsdp import FSDPBackend
@@ -277,6 +276,7 @@ def _backend_for(trainer: Any, net: nn.Module, model_parallel: type,
         tp = strategy.device_mesh["tensor_parallel"].size()
         if tp != 1:
             raise InvalidArgumentError(bad_arg("ModelParallelStrategy tensor_parallel_size", "1 (FSDP2 only)", tp))
+        net = adapted()
         if units(net)[:1] != [net]:
             raise InvalidArgumentError(bad_arg(f"configure_model under ModelParallelStrategy ({type(net).__name__})",
                                                "fully_shard applied per block and at the root of the adapted model",
