@@ -46,7 +46,8 @@ def test_two_ranks_decide_alike_and_train_on_in_sync(tmp_path):
 @pytest.mark.parametrize("trainer_kind", ["hf", "lightning-fsdp"])
 def test_multi_process_training_it_cannot_rebuild_is_refused(trainer_kind):
     """The HF Trainer keeps its DDP wrapper in a local variable; a sharded Lightning strategy
-    has no DDP wrapper to rebuild: both are refused by name before any step."""
+    other than ModelParallelStrategy (FSDP2, tests/test_lightning_fsdp.py) has no wrapper lyactl
+    can rebuild: both are refused by name before any step."""
     from types import SimpleNamespace
 
     from lyactl.errors import InvalidArgumentError
