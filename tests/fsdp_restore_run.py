@@ -37,8 +37,8 @@ from scripted import Out  # noqa: E402
 import lyactl_torch as L  # noqa: E402
 from lyactl.control.groups import Action, Decision, Event  # noqa: E402
 
-STEPS, INTERVAL, B, V, T = 8, 2, 2, 29, 16
-CFG = dict(vocab_size=V, seq_len=T, d_model=64, n_layer=3, n_head=4, head_dim=16, mlp_hidden=192)
+from fsdp_run import INTERVAL, STEPS, batch, build, full  # noqa: E402  (the same model, data and setup)
+
 PRUNED = ("blocks.0.attn.head.1", "blocks.1.attn.head.2", "blocks.0.mlp.block.3", "blocks.1.mlp.block.5",
           "channels.2", "blocks.2")  # a LAYER group pruned: the block is removed
 FROZEN = ("blocks.0",)
@@ -83,12 +83,6 @@ def mutate(kind: str, rank: int, backend) -> None:
             rec.axis, rec.units, tuple(fsdp.SliceRecord(r.s, r.data, {}) for r in rec.slices)))
 
 
-def full(t):
-    from torch.distributed.tensor import DTensor
-
-    return t.full_tensor().detach() if isinstance(t, DTensor) else t.detach().clone()
-
-
 def snapshot(model, opt) -> dict:
     """Gathered parameters and optimizer state, in model order (the same gathers on every rank)."""
     return {"params": {n: full(p) for n, p in model.named_parameters()},
@@ -105,24 +99,6 @@ def changed(a: dict, b: dict) -> list[str]:
         if sa.keys() != sb.keys() or not all(torch.equal(sa[k], sb[k]) for k in sa):
             out.append(f"optim {n}")
     return sorted(out)
-
-
-def build(world: int):
-    torch.manual_seed(0)
-    model = L.GPT(L.GPTConfig(**CFG))
-    if world > 1:
-        from torch.distributed.device_mesh import init_device_mesh
-        from torch.distributed.fsdp import fully_shard
-
-        mesh = init_device_mesh("cpu", (world,))
-        for blk in model.blocks:
-            fully_shard(blk, mesh=mesh)
-        fully_shard(model, mesh=mesh)
-    return model, torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.1)
-
-
-def batch(step: int, rank: int) -> torch.Tensor:
-    return torch.randint(0, V, (B, T + 1), generator=torch.Generator().manual_seed(1000 * step + rank))
 
 
 def train(model, opt, ctl, world: int, rank: int) -> list[float]:

@@ -102,7 +102,7 @@ def mutate(kind: str, rank: int) -> None:
 def full(t):
     from torch.distributed.tensor import DTensor
 
-    return t.full_tensor() if isinstance(t, DTensor) else t.detach().clone()
+    return t.full_tensor().detach() if isinstance(t, DTensor) else t.detach().clone()
 
 
 def build(world: int):

@@ -19,35 +19,14 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "backends")]
 
 import lightning.pytorch as pl  # noqa: E402
 from lightning.pytorch.strategies import ModelParallelStrategy  # noqa: E402
-from scripted import Out  # noqa: E402
+from scripted import ArgminController  # noqa: E402
 from torch.distributed.fsdp import fully_shard  # noqa: E402
 from torch.distributed.tensor import DTensor  # noqa: E402
 
 import lyactl_torch as L  # noqa: E402
-from lyactl.control.groups import Action, Decision, Event, GroupKind  # noqa: E402
 from lyactl_torch.integrations import LyactlLightningCallback  # noqa: E402
 
 STEPS = 8
-
-
-class ArgminController:
-    def __init__(self, groups):
-        self.groups, self.n = groups, 0
-
-    def _pick(self, stats, kind):
-        cand = [i for i, g in enumerate(self.groups) if g.kind is kind and np.isfinite(stats.g_sq[i])]
-        return min(cand, key=lambda i: stats.g_sq[i])
-
-    def observe(self, stats):
-        self.n += 1
-        if self.n == 1:
-            idx = [self._pick(stats, GroupKind.HEAD), self._pick(stats, GroupKind.MLP_BLOCK)]
-            return Out(events=(Event(0, stats.step, tuple(Decision(stats.step, self.groups[i].name, i, Action.PRUNE)
-                                                           for i in idx)),))
-        if self.n == 2:
-            i = next(i for i, g in enumerate(self.groups) if g.name == "blocks.0")
-            return Out(events=(Event(1, stats.step, (Decision(stats.step, "blocks.0", i, Action.FREEZE),)),))
-        return Out()
 
 
 class Module(pl.LightningModule):
