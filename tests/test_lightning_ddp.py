@@ -5,13 +5,11 @@ while training continues on the pruned and partly frozen model."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from launch import torchrun
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("lightning.pytorch")
@@ -23,11 +21,7 @@ HERE = Path(__file__).resolve().parent
 def test_two_ranks_decide_alike_and_train_on_in_sync(tmp_path):
     if not dist.is_available() or not dist.is_gloo_available():
         pytest.skip("torch.distributed with gloo is not available")
-    env = dict(os.environ) | {"OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
-        [str(HERE.parent), str(HERE.parent / "backends"), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
-           str(HERE / "lightning_ddp_run.py"), str(tmp_path)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    proc = torchrun(HERE / "lightning_ddp_run.py", str(tmp_path), timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
     assert r0["world"] == 2 and r0["steps"] == r1["steps"] == 8

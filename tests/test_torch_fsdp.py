@@ -9,14 +9,13 @@ the re-sharding or slice on one rank only are detected."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from launch import torchrun
 from hypothesis import given, strategies as st
 
 torch = pytest.importorskip("torch")
@@ -28,15 +27,8 @@ RUNNER = HERE / "fsdp_run.py"
 ADDITIVE = ("w_sq", "dw_sq", "g_sq", "gw", "m_sq")
 
 
-def _env() -> dict[str, str]:
-    return dict(os.environ) | {"OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
-        [str(HERE.parent), str(HERE.parent / "backends"), os.environ.get("PYTHONPATH", "")])}
-
-
 def _torchrun(out: Path, *flags: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
-           str(RUNNER), str(out), *flags]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=_env())
+    return torchrun(RUNNER, str(out), *flags)
 
 
 def _load(out: Path) -> tuple[dict, dict]:
@@ -90,8 +82,7 @@ def test_gathered_state_equals_a_single_process_run_of_the_same_decisions(sharde
     out, (r0, _) = sharded
     events = tmp_path / "events.json"
     events.write_text(json.dumps(r0["events"]))
-    proc = subprocess.run([sys.executable, str(RUNNER), str(tmp_path / "single"), "--single", str(events)],
-                          capture_output=True, text=True, timeout=120, env=_env())
+    proc = torchrun(RUNNER, tmp_path / "single", "--single", events, ranks=1, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ref = torch.load(tmp_path / "single" / "rank0.pt", weights_only=False)
     assert ref["events"] == r0["events"]
@@ -173,9 +164,7 @@ def test_scale_benchmark_tiny_preset_runs_sharded(tmp_path):
     if not dist.is_available() or not dist.is_gloo_available():
         pytest.skip("torch.distributed with gloo is not available")
     out = tmp_path / "scale.json"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", "--nproc_per_node=2",
-           "-m", "benchmarks.scale.run", "--preset", "tiny", "--out", str(out), "--steps", "12"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=_env(), cwd=HERE.parent)
+    proc = torchrun("-m", "benchmarks.scale.run", "--preset", "tiny", "--out", out, "--steps", "12", cwd=HERE.parent)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rec = json.loads(out.read_text())
     for key in ("gpu", "n_params", "mfu_dense", "overhead_frac", "realised_share", "compile_stall_s_per_event", "n_gpus"):

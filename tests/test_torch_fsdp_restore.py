@@ -15,13 +15,12 @@ the optimizer moments) must fail."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from launch import torchrun
 
 torch = pytest.importorskip("torch")
 dist = pytest.importorskip("torch.distributed")
@@ -33,15 +32,8 @@ ADDITIVE = ("w_sq", "dw_sq", "g_sq", "gw", "m_sq")
 RTOL = 1e-4  # of a tensor's largest magnitude: float32 re-association only (module doc)
 
 
-def _env() -> dict[str, str]:
-    return dict(os.environ) | {"OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
-        [str(HERE.parent), str(HERE.parent / "backends"), os.environ.get("PYTHONPATH", "")])}
-
-
 def _run(out: Path, *flags: str, ranks: int = 2) -> subprocess.CompletedProcess:
-    launch = ["-m", "torch.distributed.run", "--standalone", "--nnodes=1", f"--nproc_per_node={ranks}"]
-    cmd = [sys.executable, *(launch if ranks > 1 else []), str(RUNNER), str(out), *flags]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=_env())
+    return torchrun(RUNNER, str(out), *flags, ranks=ranks)
 
 
 def _close(a, b) -> bool:
