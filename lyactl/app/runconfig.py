@@ -6,8 +6,8 @@ Four sections, each a validated frozen dataclass::
     [data]        corpus, val_fraction, split_seed, batch_size, val_docs
     [training]    steps, lr, warmup, min_lr_frac, betas, weight_decay, grad_clip, device, bf16,
                   compile, compile_strategy, log_every, seed
-    [controller]  enabled, interval, block, budget, budget_kind, u_max, warmup_frac, last_frac, ramp_end_frac, hysteresis,
-                  window, lag, max_groups_per_event, min_steps_between_events, cooldown_steps,
+    [controller]  enabled, interval, block, budget, budget_kind, u_max, warmup_frac, last_frac, ramp_end_frac,
+                  hysteresis, window, lag, max_groups_per_event, min_steps_between_events, cooldown_steps,
                   allow_prune, allow_freeze, guard_exact_events, model_flops
     [controller.guard]          window, pre_window, tol_rel, z   (lyactl.control.guard.GuardConfig)
     [[controller.user_monitors]] name, role, candidate, and one of decreases = alpha / below = bound
@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
+from lyactl.control.budget import BudgetKind
 from lyactl.control.guard import GuardConfig
 from lyactl.errors import DataFileError, InvalidArgumentError, bad_arg
 
@@ -222,7 +223,8 @@ class ControllerSection:
             "model_flops": (lambda v: v is None or _num(0, lo_open=True)[0](v), "none or a number > 0"),
             "enabled": _BOOL, "interval": _int(1), "block": _int(1),
             "budget": (lambda v: v is None or (_num(0, 1, True)[0](v) and v < 1), "none or a number in (0, 1)"),
-            "budget_kind": (lambda v: v in ("average", "final"), "'average' or 'final'"),
+            "budget_kind": (lambda v: v in {k.value for k in BudgetKind},
+                            " or ".join(repr(k.value) for k in BudgetKind)),
             "u_max": _num(0), "warmup_frac": _num(0, 1), "last_frac": _num(0, 1),
             "ramp_end_frac": (lambda v: v is None or _num(0, 1)[0](v), "none or a number in [0, 1]"),
             "hysteresis": _int(1),

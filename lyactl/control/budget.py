@@ -48,8 +48,8 @@ import numpy as np
 
 from lyactl.errors import InvalidArgumentError, bad_arg
 
-__all__ = ["BudgetKind", "BudgetConfig", "PIState", "target_reached", "required_fraction", "ramp_final_fraction", "setpoint", "projected_saving",
-           "pi_step", "cheapest_groups"]
+__all__ = ["BudgetKind", "BudgetConfig", "PIState", "target_reached", "required_fraction", "ramp_final_fraction",
+           "setpoint", "projected_saving", "pi_step", "cheapest_groups"]
 
 
 class BudgetKind(str, enum.Enum):
@@ -85,7 +85,8 @@ class BudgetConfig:
             try:
                 object.__setattr__(self, "kind", BudgetKind(self.kind))
             except ValueError:
-                raise InvalidArgumentError(bad_arg("BudgetConfig.kind", "'average' or 'final'", self.kind)) from None
+                kinds = " or ".join(repr(k.value) for k in BudgetKind)
+                raise InvalidArgumentError(bad_arg("BudgetConfig.kind", kinds, self.kind)) from None
         if not 0 < self.target < 1:
             raise InvalidArgumentError(bad_arg("BudgetConfig.target", "a fraction in (0, 1)", self.target))
         if not (isinstance(self.total_steps, int) and self.total_steps > 0):
