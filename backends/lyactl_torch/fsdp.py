@@ -12,6 +12,11 @@ The model is wrapped bottom-up, per block and at the root, as FSDP2 wants::
 Statistics (:mod:`.fsdp_stats`): shard-local sums, one all-reduce; bitwise identical on
 every rank.
 
+Penalty (:mod:`.fsdp_penalty`, the budget mode's actuator): the proximal group-lasso step
+after ``optimizer.step()`` with each group's norm over all ranks (shard-local squared sums,
+one all-reduce of ``G + 1`` numbers per step while a strength is > 0), each rank scaling
+its own rows; the strengths are checked equal on every rank when set.
+
 Decisions: the controller runs on EVERY rank on those identical statistics (lyactl's
 controller is deterministic), so no event is pickled and broadcast and no rank waits on
 rank 0's controller; :meth:`FSDPBackend.apply` checks that all ranks hold the same event
@@ -29,8 +34,8 @@ full parameters and moments; the whole unsharded model never exists on a rank. A
 block leaves as a plain module on the host (its record, for restore). Afterwards the root
 re-runs FSDP's lazy init and the layout's axes are re-read (new parameter objects; group
 numbering and live ids are kept). Every rank makes the same collectives in the same
-order. Not supported here: :class:`~.operations.Reparametrise` extra operations and the
-proximal penalty (refused by name).
+order. Not supported here: :class:`~.operations.Reparametrise` extra operations (refused
+by name).
 """
 
 from __future__ import annotations
@@ -41,7 +46,6 @@ import time
 import zlib
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -52,6 +56,7 @@ from lyactl.errors import InvalidArgumentError, bad_arg
 from .backend import TorchBackend
 from .flops import model_flops_per_token
 from .freeze import freeze_layer, unfreeze_layer, update_prefix
+from .fsdp_penalty import ShardedProximalGroupLasso, same_on_every_rank
 from .fsdp_stats import ShardedReductionPlan
 from .fsdp_units import adopt, close_unit, mesh_of, open_unit, reset_root, unit_params, units
 from .groups import ArchitectureAdapter, Layout, adapter_for
@@ -110,16 +115,16 @@ class FSDPBackend(TorchBackend):
         self.layout = Layout(model, self.adapter, block)
         self.stats_dtype = stats_dtype
         self.plan = ShardedReductionPlan(self.layout, group, stats_dtype)
+        self.prox = ShardedProximalGroupLasso(self.plan)  # collective: the strengths' check
         self.record: list[dict[str, Any]] = []
         self.held: dict[int, list[tuple[Operation, Any]]] = {}
         self.held_groups: dict[int, set[int]] = {}
         self.step, self.last_stats_step = 0, 0
         self.loss: torch.Tensor | float = float("nan")
         self.lr: float | torch.Tensor | None = None
-        self.lam_host = np.zeros(len(self.layout.groups))
         update_prefix(self.layout)
 
-    # ---- statistics, penalty ------------------------------------------------------
+    # ---- statistics (the penalty is TorchBackend's, on the sharded prox) ----------
     def statistics(self) -> GroupStats:
         """Synchronised statistics (:mod:`.fsdp_stats`); collective."""
         interval = max(self.step - self.last_stats_step, 1)
@@ -128,20 +133,6 @@ class FSDPBackend(TorchBackend):
                                      lr=float(self.current_lr()), loss=self.loss, interval=interval,
                                      weight_decay=self.weight_decay())
         return dataclasses.replace(stats, flops_per_token=model_flops_per_token(self.model, self.adapter))
-
-    def apply_penalty(self) -> None:
-        """No-op: :meth:`set_penalty` refuses every strength > 0 under FSDP2."""
-
-    def set_penalty(self, strength: np.ndarray) -> None:
-        lam = np.nan_to_num(np.asarray(strength, dtype=np.float64), nan=0.0)
-        if np.any(lam != 0):
-            raise InvalidArgumentError(bad_arg("penalty strength under FSDP2", "all zero (the proximal penalty is "
-                                               "not implemented for sharded parameters)", lam[lam != 0][:5]))
-        self.lam_host = lam
-
-    @property
-    def prox(self) -> Any:  # backend_state saves prox.lam_host
-        return self
 
     # ---- structural events --------------------------------------------------------
     def _measure(self) -> tuple[float, int | None]:
@@ -153,10 +144,7 @@ class FSDPBackend(TorchBackend):
         return model_flops_per_token(self.model, self.adapter), mem
 
     def _agree(self, event: Event) -> None:
-        d = event_digest(event)
-        t = torch.tensor([d, -d], dtype=torch.int64, device=self.plan.device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.group)
-        if int(t[0]) != d or int(-t[1]) != d:
+        if not same_on_every_rank(event_digest(event), self.group, self.plan.device):
             raise InvalidArgumentError(bad_arg(f"event {event.event_id} across ranks", "the same decisions on every "
                                                "rank (a deterministic controller)", "different events"))
 
@@ -208,11 +196,13 @@ class FSDPBackend(TorchBackend):
 
     def _rebuild(self) -> None:
         """After a change of shapes (apply or the inherited restore): the root's lazy state,
-        the axes, the frozen prefix and the sharded statistics plan; collective."""
+        the axes, the frozen prefix, the sharded statistics plan and the penalty's maps
+        (strengths kept); collective."""
         reset_root(self.model)
         self._reread_axes()
         update_prefix(self.layout)
         self.plan = ShardedReductionPlan(self.layout, self.group, self.stats_dtype)
+        self.prox.rebuild(self.plan)
 
     def apply(self, event: Event, extra: Sequence[Operation] = ()) -> None:
         """Carry out ``event`` on every rank alike, unit by unit (see the module doc);

@@ -64,13 +64,14 @@ def _rows(p: torch.Tensor) -> tuple[int, int]:
 class ShardedReductionPlan:
     """Position -> group maps of every grouped parameter, cut to this rank's rows.
 
-    The counterpart of :class:`.stats.ReductionPlan` for DTensor parameters (``classes``
-    is empty: the proximal penalty does not run on it); rebuild after every structural
+    The counterpart of :class:`.stats.ReductionPlan` for DTensor parameters; its
+    ``classes`` are the per-parameter reducers (one entry each, maps cut to the rank's
+    rows), which :mod:`.fsdp_penalty` reduces and scales. Rebuild after every structural
     change (the backend does).
     """
 
     def __init__(self, layout: Layout, group: Any = None, dtype: torch.dtype = torch.float32) -> None:
-        self.n_groups, self.dtype, self.group, self.classes = len(layout.groups), dtype, group, ()
+        self.n_groups, self.dtype, self.group = len(layout.groups), dtype, group
         G = self.n_groups
         by_param: dict[int, tuple[Any, list, set]] = {}
         for axis_slices in layout.axis_of_param().values():
@@ -92,6 +93,7 @@ class ShardedReductionPlan:
         self.entries = tuple(PlanEntry(p, tuple(m), layer_of.get(k), frozenset(gs)) for k, (p, m, gs) in by_param.items())
         self.device = local(self.entries[0].param).device if self.entries else torch.device("cpu")
         self.reducers = tuple(self._reducer(e) for e in self.entries)
+        self.classes = self.reducers  # the stacked-class interface of .stats.ReductionPlan, one parameter each
         self._prev = {id(e.param): local(e.param).detach().clone() for e in self.entries}
 
     def _reducer(self, e: PlanEntry) -> _Class:

@@ -14,6 +14,7 @@ when only one kind is penalised).
 Cost: one reduction pass over the parameter classes holding a penalised group (as in
 :mod:`lyactl_torch.stats`: parameters of one shape are stacked) and one multi-tensor multiply
 per class, all on the device; no host sync. Skipped entirely while every ``lam_g`` is 0.
+A group whose norm is not finite (a NaN or infinite weight) is left unchanged.
 """
 
 from __future__ import annotations
@@ -59,20 +60,32 @@ class ProximalGroupLasso:
         # only the classes of parameters holding a penalised group take part (host-side filter)
         self.targets = tuple(c for c in self.plan.classes if any(e.groups & on for e in c.entries))
 
-    def factors(self, lr: float | torch.Tensor) -> torch.Tensor:
-        """``[n_groups + 1]`` scale factors (last slot 1: positions in no group). The norms
-        are summed over every parameter of the target classes: a penalised group's norm is
-        complete (all its slices live there); the other groups' norms are not used."""
-        plan, G = self.plan, self.plan.n_groups
-        w_sq = torch.zeros(G + 1, dtype=plan.dtype, device=plan.device)
+    def values(self, p: torch.Tensor) -> torch.Tensor:
+        """The tensor of parameter ``p`` that a step reads and scales in place (here ``p``
+        itself; a sharded subclass returns the rank's shard)."""
+        return p
+
+    def squared_norms(self) -> torch.Tensor:
+        """``[n_groups + 1]`` ``||w_g||^2`` summed over every parameter of the target
+        classes: a penalised group's norm is complete (all its slices live there); the
+        other groups' sums are partial and not used."""
+        plan = self.plan
+        w_sq = torch.zeros(plan.n_groups + 1, dtype=plan.dtype, device=plan.device)
         with torch.no_grad():
             for c in self.targets:
-                P = torch.stack([e.param for e in c.entries]).float()
+                P = torch.stack([self.values(e.param) for e in c.entries]).float()
                 c.reduce(w_sq, P * P, None)
-        norm = w_sq[:G].sqrt()
+        return w_sq
+
+    def factors(self, lr: float | torch.Tensor) -> torch.Tensor:
+        """``[n_groups + 1]`` scale factors (last slot 1: positions in no group) from the
+        norms of :meth:`squared_norms`; 1 (no action) where a norm is not finite."""
+        plan, G = self.plan, self.plan.n_groups
+        norm = self.squared_norms()[:G].sqrt()
         lr_t = torch.as_tensor(lr, dtype=plan.dtype).to(plan.device)
         shrink = (1.0 - lr_t * self.lam / norm).clamp(min=0.0)
-        scale = torch.where(self.lam > 0, torch.nan_to_num(shrink, nan=0.0), torch.ones_like(shrink))
+        act = (self.lam > 0) & torch.isfinite(norm)  # a NaN/inf weight: no action (fail safe)
+        scale = torch.where(act, torch.nan_to_num(shrink, nan=0.0), torch.ones_like(shrink))
         return torch.cat([scale, scale.new_ones(1)])
 
     def apply(self, lr: float | torch.Tensor) -> None:
@@ -84,7 +97,7 @@ class ProximalGroupLasso:
         s = self.factors(lr)
         with torch.no_grad():
             for c in self.targets:
-                params = [e.param for e in c.entries]
+                params = [self.values(e.param) for e in c.entries]
                 nd, K = params[0].dim(), len(params)
                 S = None
                 for dim, gidx in zip(c.dims, c.gidx):

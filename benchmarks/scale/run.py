@@ -171,10 +171,11 @@ def _measure(preset: dict, model, opt, ctl, device, dtype, rank: int, fsdp: bool
             torch.cuda.synchronize(device)
         t2 = time.perf_counter()
         mem = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+        rest = torch.cuda.memory_allocated(device) if device.type == "cuda" else None  # after the step: weights + state
         if changed and device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         flops = model_flops_per_token(model, ctl.backend.adapter) if changed else None
-        rows.append({"train_s": t1 - t0, "ctl_s": t2 - t1, "changed": bool(changed), "peak_mem": mem,
+        rows.append({"train_s": t1 - t0, "ctl_s": t2 - t1, "changed": bool(changed), "peak_mem": mem, "mem_at_rest": rest,
                      "flops": flops, "loss": float(loss.detach()) if changed or step % 100 == 0 else None})
     return rows
 
@@ -214,7 +215,9 @@ def _event_records(rows: list[dict], F0: float, t_med: list[float]) -> list[dict
                     "compile_stall_s": stall, "stall_share_of_run": None if stall is None else stall / total,
                     "stall_s_first_3_steps": None if stall is None else sum(r["train_s"] - t_a for r in rows[ev + 1:ev + 4]),
                     "event_seconds": rows[ev]["ctl_s"], "peak_mem_before": rows[ev]["peak_mem"],
-                    "peak_mem_after": rows[nxt - 1]["peak_mem"], "loss_at_event": rows[ev]["loss"]})
+                    "peak_mem_after": rows[nxt - 1]["peak_mem"],
+                    "mem_at_rest_before": rows[ev - 1]["mem_at_rest"] if ev else None,
+                    "mem_at_rest_after": rows[nxt - 1]["mem_at_rest"], "loss_at_event": rows[ev]["loss"]})
     return out
 
 
