@@ -196,13 +196,29 @@ class FSDPBackend(TorchBackend):
 
     def _rebuild(self) -> None:
         """After a change of shapes (apply or the inherited restore): the root's lazy state,
-        the axes, the frozen prefix, the sharded statistics plan and the penalty's maps
-        (strengths kept); collective."""
+        the axes, the frozen prefix, the sharded statistics plan, the penalty's maps
+        (strengths kept) and the held cut records' slices (:meth:`_relink`); collective."""
         reset_root(self.model)
         self._reread_axes()
         update_prefix(self.layout)
         self.plan = ShardedReductionPlan(self.layout, self.group, self.stats_dtype)
         self.prox.rebuild(self.plan)
+        for eid, done in self.held.items():
+            self.held[eid] = self._relink(done)
+
+    def _relink(self, done: list[tuple[Operation, Any]]) -> list[tuple[Operation, Any]]:
+        """``done`` with each cut record's slices pointing at the current parameter of their
+        name (an undo looks slices up by name): the parameter a slice was cut from has been
+        gathered full or re-sharded since, and a record holding it kept it on the device."""
+        out = []
+        for op, rec in done:
+            if isinstance(rec, AxisRemoval):
+                spec = self.layout.axes.get(rec.axis)
+                now = {s.name: s for s in spec.slices} if spec is not None else {}
+                rec = AxisRemoval(rec.axis, rec.units,
+                                  tuple(SliceRecord(now.get(r.s.name, r.s), r.data, r.state) for r in rec.slices))
+            out.append((op, rec))
+        return out
 
     def apply(self, event: Event, extra: Sequence[Operation] = ()) -> None:
         """Carry out ``event`` on every rank alike, unit by unit (see the module doc);
@@ -223,7 +239,7 @@ class FSDPBackend(TorchBackend):
             if isinstance(op, CutUnits):
                 self.layout.live[op.axis] = [u for u in live if u not in set(op.units)]
         self._rebuild()
-        self._hold(event, [(op, _merge(op, p)) for op, p in zip(ops, parts)])
+        self._hold(event, self._relink([(op, _merge(op, p)) for op, p in zip(ops, parts)]))
         self._log("apply", event, before, t0)
 
     def _reread_axes(self) -> None:

@@ -18,9 +18,9 @@ unit (:mod:`.fsdp`) runs between :func:`open_unit` and :func:`close_unit`:
 
 FSDP2 has no public call that removes ``fully_shard`` from a module; :func:`_strip` undoes
 what ``fully_shard`` and its lazy init did (hooks, the composable-API registry entries, the
-module-state mapping, the dynamic ``FSDP<cls>`` class). These are private names of torch's
-FSDP2 (tested with torch 2.13; the param-group attribute's older singular name is handled);
-a torch that renamed them fails here loudly
+module-state mapping, the lazy init's shared context, the dynamic ``FSDP<cls>`` class).
+These are private names of torch's FSDP2 (tested with torch 2.13; the param-group
+attribute's older singular name is handled); a torch that renamed them fails here loudly
 (:class:`~lyactl.errors.UnsupportedModelError`), not silently.
 """
 
@@ -104,10 +104,11 @@ def _swap(optimizer: torch.optim.Optimizer, old: nn.Parameter, new: nn.Parameter
 
 
 def _strip(unit: nn.Module) -> None:
-    """Remove FSDP2 from ``unit`` (hooks, registry, state mapping, class); see the module doc."""
+    """Remove FSDP2 from ``unit`` (hooks, registry, state mapping, context, class); see the module doc."""
     try:
         _contract = importlib.import_module("torch.distributed._composable.contract")
         _cs = importlib.import_module("torch.distributed._composable_state")
+        _fsdp_state = importlib.import_module("torch.distributed.fsdp._fully_shard._fsdp_state")
 
         state = fully_shard.state(unit)
         state._pre_forward_hook_handle.remove()
@@ -127,6 +128,12 @@ def _strip(unit: nn.Module) -> None:
             del applied[fn]
         unit.__dict__[_contract.REGISTRY_KEY].pop("fully_shard", None)
         _cs._module_state_mapping.pop(unit, None)
+        # Lazy init shares one context whose ``all_states`` lists every state, itself
+        # included: a cycle that kept the stripped state (its old sharded parameters and
+        # gradients) alive until Python's cyclic gc ran, at an unpredictable later step.
+        ctx = state._state_ctx
+        ctx.all_states[:] = [s for s in ctx.all_states if s is not state]  # absent before a lazy init
+        state._state_ctx = _fsdp_state.FSDPStateContext()
     except (AttributeError, KeyError, ImportError) as exc:
         raise UnsupportedModelError(bad_arg("torch FSDP2 internals", "those of torch 2.13 (FSDP2)", repr(exc))) from exc
     unit.__class__ = unit.__class__.__mro__[2]  # FSDP<cls> -> FSDPModule -> cls
@@ -144,6 +151,7 @@ def open_unit(unit: nn.Module, optimizer: torch.optim.Optimizer, kwargs: dict[st
     for p in params:  # one all-gather per tensor, the same order on every rank
         st = {k: (v.full_tensor() if isinstance(v, DTensor) else v) for k, v in optimizer.state.get(p, {}).items()}
         full.append((p, p.full_tensor(), st))
+        p.grad = None  # stale (a new parameter replaces p); freed now, not with p
     _strip(unit)
     for (p, value, st), where in zip(full, slots):
         q = nn.Parameter(value, requires_grad=p.requires_grad)
