@@ -129,10 +129,13 @@ def test_the_discarded_hsvs_are_the_true_tail_of_the_real_output_hsvs():
     assert all(h[2 * DOMINANT] < 1e-3 * h[0] for h in truth)  # the construction: HSVs decay after 2*DOMINANT
     trunc = StateTruncator(m, None, StateTruncationPolicy("energy", tau=1e-3, guard=None), interval=1, seq_len=16)
     trunc.step(0.0)
+    # rtol 1e-7: the certificate's HSVs come from the device engine (lyactl_torch.ssm.balance_torch);
+    # with cond(P) ~ 1e9 here, tail HSVs are fixed only to ~eps cond(P) relative (the core's own move
+    # by ~1e-8 under a mere permutation of the states), still far below the gaps between them
     for h, c in zip(truth, trunc.certificates):
         r = c.states_after
-        assert r <= 2 * DOMINANT + 2 and np.allclose(c.discarded, h[r:], rtol=1e-9, atol=0)
-        assert c.bound == pytest.approx(2 * h[r:].sum(), rel=1e-9)  # from the discarded, not the kept
+        assert r <= 2 * DOMINANT + 2 and np.allclose(c.discarded, h[r:], rtol=1e-7, atol=0)
+        assert c.bound == pytest.approx(2 * h[r:].sum(), rel=1e-7)  # from the discarded, not the kept
         assert c.bound < 2 * h[:r].sum() * 1e-2 and c.error < c.bound
 
 

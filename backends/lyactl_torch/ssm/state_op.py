@@ -19,11 +19,11 @@ the Parameter objects, so a Layout would go stale after the first cut. The SSM p
 its FLOPs from the shapes instead (:func:`lyactl_torch.ssm.lm.flops_per_token`, after every
 cut), and :func:`layer_report` prices one weight from the same formulas.
 
-:func:`layer_report` computes, on the host, the layer's weights for the decision: the Hankel
-singular values of the LRU's 2N-state REAL-output realisation
-(:func:`lyactl.analysis.gramians.real_output_gramians`, closed form, then
-:func:`~lyactl.analysis.gramians.hsv_from_gramians`): O(N^2 H) for the Gramians plus
-O((2N)^3) for the factors and the SVD, per layer and report (seconds at N = 1024), or the
+:func:`layer_report` computes, on the layer's device in float64, the layer's weights for the
+decision: the Hankel singular values of the LRU's 2N-state REAL-output realisation
+(:func:`lyactl_torch.ssm.balance_torch.hankel_singular_values`, the core's
+:func:`~lyactl.analysis.gramians.hsv_from_gramians` of the closed-form Gramians): O(N^2 H) for
+the Gramians plus O((2N)^3) for the factors and the SVD, per layer and report, or the
 modal bounds ``||C_i|| ||B_i|| / (1 - |lam_i|)`` (O(N H)). Non-finite parameters give NaN
 weights (the decision side then skips the layer).
 """
@@ -38,10 +38,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from lyactl.analysis.gramians import hsv_from_gramians, real_output_gramians
 from lyactl.control.state_certificate import StateCertificate
 from lyactl.control.state_truncation import LayerReport
 from lyactl.errors import InvalidArgumentError, LyactlError, bad_arg
+from lyactl_torch.ssm.balance_torch import diagonal_modes, hankel_singular_values
 from lyactl_torch.ssm.lru import LRU
 from lyactl_torch.ssm.s4d import S4DReal
 from lyactl_torch.ssm.truncate import Surgery, balanced_surgery, keep_top, magnitude_scores, select_modes
@@ -74,11 +74,11 @@ def layer_report(layer: nn.Module, name: str, index: int, seq_len: int,
     per_mode = flops_per_mode(layer, seq_len)
     try:
         if method == "balanced":
-            w = hsv_from_gramians(*real_output_gramians(*layer.system()[:3]))
+            w = hankel_singular_values(*diagonal_modes(layer))
             return LayerReport(name, index, method, tuple(float(x) for x in w), per_mode / 2,
                                2 if np.iscomplexobj(layer.system()[0]) else 1)
         w = np.sort(magnitude_scores(layer))[::-1]
-    except (LyactlError, np.linalg.LinAlgError, ValueError):  # NaN / unstable parameters: no decision
+    except (LyactlError, np.linalg.LinAlgError, torch.linalg.LinAlgError, ValueError):  # NaN / unstable: no decision
         n = layer.n_state * (2 if method == "balanced" else 1)
         return LayerReport(name, index, method, (math.nan,) * n, per_mode)
     return LayerReport(name, index, method, tuple(float(x) for x in w), per_mode)

@@ -46,8 +46,9 @@ Measured (CPU, an LRU of 48 modes imitating a 12-mode system, cut to 16 real sta
 0.062, slice 0.055 / 0.060 / 0.038 / 0.074, approx 0.063 / 0.067 / 0.044 / 0.080: the fresh
 Adam wins on every seed, so ``"reset"`` is the default.
 
-Cost: Gramians, balancing and eig of the 2N x 2N real system, O(N^3) on the host, per layer;
-the error check is on the layer's device (:func:`measured_error`).
+Cost: Gramians, balancing (two eigh and an SVD of 2N x 2N) on the layer's device in float64
+(:mod:`.balance_torch`; ``engine="numpy"``: on the host, the core), the eig of the reduced
+``r x r`` system on the host, and the error check on the layer's device (:mod:`.hinf_torch`).
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ from torch import nn
 
 from lyactl.analysis.balanced import lru_truncation
 from lyactl.errors import InvalidArgumentError, bad_arg
+from lyactl_torch.ssm import balance_torch
+from lyactl_torch.ssm.hinf_torch import hinf_error
 from lyactl_torch.ssm.lru import LRU
 from lyactl_torch.ssm.s4d import S4DReal
 
@@ -73,6 +76,7 @@ THETA_MIN = 1e-12
 ``theta_log``; it is clamped, and the measured error includes the perturbation."""
 
 Policy = Literal["approx", "reset", "slice"]
+Engine = Literal["torch", "numpy"]
 
 
 @dataclass(frozen=True)
@@ -101,60 +105,15 @@ class Surgery:
                 "optimizer_policy": self.policy}
 
 
-def _cc(lam: np.ndarray, B: np.ndarray, C: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Conjugate-augmented modes of a real-output layer (real ``lam``: the modes themselves)."""
-    if not np.iscomplexobj(lam):
-        return lam.astype(complex), B.astype(complex), C.astype(complex)
-    return np.concatenate([lam, lam.conj()]), np.vstack([B, B.conj()]), np.hstack([C, C.conj()]) / 2
-
-
-def _spectral_norm_lower(G: torch.Tensor, iters: int = 30) -> torch.Tensor:
-    """``||G_f||_2`` of a batch ``[F, P, H]`` by power iteration on ``G^H G`` from a fixed
-    start: a LOWER bound that converges to the norm (a batched SVD of thousands of 256 x 256
-    complex matrices took tens of seconds per layer on the GPU). Small matrices use the SVD."""
-    if min(G.shape[-2:]) <= 16:
-        return torch.linalg.matrix_norm(G, ord=2)
-    v = torch.ones(G.shape[0], G.shape[2], 1, dtype=G.dtype, device=G.device)
-    for _ in range(iters):
-        w = G.mH @ (G @ v)
-        v = w / torch.linalg.vector_norm(w, dim=1, keepdim=True).clamp_min(1e-300)
-    return torch.linalg.vector_norm(G @ v, dim=(1, 2))
-
-
 def measured_error(full: tuple, reduced: tuple, n_freq: int = 512, device: str | torch.device = "cpu") -> float:
     """``max_w ||G(e^{iw}) - G_r(e^{iw})||_2`` sampled on ``[0, pi]`` (``n_freq`` points plus the
-    pole angles, then the best point refined 3 times), for diagonal real-output layers
-    ``(lam, B, C[, D])`` (a lower bound of the H-infinity norm, like
-    :func:`lyactl.analysis.balanced.hinf_error`, which this re-implements in torch on the
-    layer's device: the numpy version costs minutes per layer at N = 1024, H = 256); the grid
-    uses power-iteration lower bounds of the norm, the 32 highest points and the refinement
-    exact SVD norms. The
-    difference system stacks both (``B_r`` negated); D cancels. Cost: ``(n_freq + 2N + 2r + 99)``
-    evaluations of ``O(P H (N + r))`` and as many ``P x H`` spectral norms.
+    pole angles, power-iteration lower bounds there, exact SVD norms at the 32 highest points,
+    then the best point refined 3 times) for diagonal real-output layers ``(lam, B, C[, D])``
+    given as numpy arrays or tensors: a lower bound of the H-infinity norm, like
+    :func:`lyactl.analysis.balanced.hinf_error`, computed on ``device`` by
+    :func:`lyactl_torch.ssm.hinf_torch.hinf_error` (the evaluation and its cost are there).
     """
-    (l1, B1, C1), (l2, B2, C2) = _cc(*full[:3]), _cc(*reduced[:3])
-    lam = torch.as_tensor(np.concatenate([l1, l2]), dtype=torch.complex128, device=device)
-    B = torch.as_tensor(np.vstack([B1, -B2]), dtype=torch.complex128, device=device)
-    C = torch.as_tensor(np.hstack([C1, C2]), dtype=torch.complex128, device=device)
-
-    def err(ws: np.ndarray, exact: bool) -> np.ndarray:
-        z = torch.exp(1j * torch.as_tensor(ws, dtype=torch.float64, device=device))
-        G = torch.einsum("pn,fn,nh->fph", C, 1.0 / (z[:, None] - lam[None, :]), B)
-        return (torch.linalg.matrix_norm(G, ord=2) if exact else _spectral_norm_lower(G)).cpu().numpy()
-
-    grid = np.unique(np.concatenate([np.linspace(0, math.pi, n_freq), np.abs(np.angle(lam.cpu().numpy()))]))
-    rough = np.concatenate([err(c, False) for c in np.array_split(grid, max(1, len(grid) // 64))])
-    top = grid[np.argsort(-rough)[:32]]  # exact norms where the power iteration saw the peaks
-    vals = err(top, True)
-    best_w, best = float(top[np.argmax(vals)]), float(max(vals.max(), rough.max()))
-    step = math.pi / (n_freq - 1)
-    for _ in range(3):
-        local = np.linspace(best_w - step, best_w + step, 33)
-        v = err(local, True)
-        if v.max() > best:
-            best_w, best = float(local[np.argmax(v)]), float(v.max())
-        step /= 16
-    return best
+    return hinf_error(full, reduced, n_freq, device)
 
 
 _AXES = {"nu_log": 0, "theta_log": 0, "gamma_log": 0, "B_re": 0, "B_im": 0, "B": 0, "C_re": 1, "C_im": 1, "C": 1}
@@ -246,15 +205,28 @@ def _lru_values(lam: np.ndarray, B: np.ndarray, C: np.ndarray) -> tuple[dict[str
 
 
 def balanced_surgery(layer: LRU, opt: torch.optim.Optimizer | None, *, rank: int, policy: Policy = "reset",
-                     name: str = "", n_freq: int = 512) -> Surgery:
+                     name: str = "", n_freq: int = 512, engine: Engine = "torch") -> Surgery:
     """Replace ``layer``'s modes by the balanced truncation to ``rank`` REAL states of its
-    real-output system; move Adam's state by ``policy`` (module docstring). In place."""
+    real-output system; move Adam's state by ``policy`` (module docstring). In place.
+
+    ``engine``: ``"torch"`` balances on the layer's device in float64
+    (:func:`lyactl_torch.ssm.balance_torch.lru_truncation`); ``"numpy"`` on the host with the
+    torch-free core (:func:`lyactl.analysis.balanced.lru_truncation`). Both give the same HSVs,
+    bound and reduced transfer function up to float64 round-off; the error is measured on the
+    layer's device either way (:func:`measured_error`).
+    """
     if policy not in ("approx", "reset", "slice"):
         raise InvalidArgumentError(bad_arg("policy", "'approx', 'reset' or 'slice'", policy))
-    lam, B, C, _ = layer.system()
+    if engine not in ("torch", "numpy"):
+        raise InvalidArgumentError(bad_arg("engine", "'torch' or 'numpy'", engine))
     mom = _moments(layer, opt)
-    tr = lru_truncation(lam, B, C, rank=rank)
-    N, n_r = len(lam), len(tr.A)
+    if engine == "torch":
+        full = balance_torch.diagonal_modes(layer)
+        tr = balance_torch.lru_truncation(*full, rank=rank)
+    else:
+        full = layer.system()[:3]
+        tr = lru_truncation(*full, rank=rank)
+    N, n_r = layer.n_state, len(tr.A)
     vals, gamma = _lru_values(tr.A, tr.B, tr.C)
     moments: dict = {}
     if mom is not None and policy == "approx":
@@ -262,7 +234,8 @@ def balanced_surgery(layer: LRU, opt: torch.optim.Optimizer | None, *, rank: int
     elif mom is not None and policy == "slice":
         moments = _slice_moments(mom, np.arange(n_r))
     _swap(layer, vals, opt, moments, reset=policy == "reset")
-    error = measured_error((lam, B, C), layer.system()[:3], n_freq, layer.nu_log.device)
+    written = balance_torch.diagonal_modes(layer) if engine == "torch" else layer.system()[:3]
+    error = measured_error(full, written, n_freq, layer.nu_log.device)
     hsv = tuple(float(s) for s in tr.hsv)
     return Surgery(name, "balanced", N, n_r, None, hsv, hsv[rank:], float(tr.bound), error, "2*sum(hsv_discarded)", policy)
 
@@ -305,8 +278,8 @@ def select_modes(layer: nn.Module, opt: torch.optim.Optimizer | None, keep: Sequ
     N = layer.n_state
     if idx.size == 0 or idx[0] < 0 or idx[-1] >= N:
         raise InvalidArgumentError(bad_arg("keep", f"a non-empty set of mode indices in [0, {N})", list(keep)))
-    lam, B, C, _ = layer.system()
-    terms = _modal_terms(lam, B, C)
+    full = balance_torch.diagonal_modes(layer)  # on the layer's device: the error check's input
+    terms = _modal_terms(*(x.cpu().numpy() for x in full))
     dropped = np.setdiff1d(np.arange(N), idx)
     names = [n for n in _AXES if hasattr(layer, n)]
     vals = {n: torch.index_select(getattr(layer, n).detach(), _AXES[n], torch.as_tensor(idx, device=getattr(layer, n).device)) for n in names}
@@ -318,6 +291,6 @@ def select_modes(layer: nn.Module, opt: torch.optim.Optimizer | None, keep: Sequ
                 sel = torch.as_tensor(idx, device=st["exp_avg"].device)
                 moments[n] = (st["exp_avg"].index_select(_AXES[n], sel), st["exp_avg_sq"].index_select(_AXES[n], sel))
     _swap(layer, vals, opt, moments, reset=False)
-    error = measured_error((lam, B, C), layer.system()[:3], n_freq, layer.nu_log.device)
+    error = measured_error(full, balance_torch.diagonal_modes(layer), n_freq, layer.nu_log.device)
     return Surgery(name, rule, N, len(idx), tuple(int(i) for i in idx), (), tuple(float(t) for t in terms[dropped]),
                    float(terms[dropped].sum()), error, "sum(modal H-inf norms dropped)", "slice-exact")
