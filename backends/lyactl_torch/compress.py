@@ -7,7 +7,11 @@ most ``target_flops`` times the original's:
 * ``lyactl``: lyactl's controller (:func:`lyactl.app.runconfig.build_controller`) with a
   budget ``S* = 1 - target_flops`` (the PI actuator pushes the cheapest-to-lose groups to
   collapse; certificates decide), decisions between ``warmup_frac`` and ``last_frac`` of the
-  run, freezing off (a frozen group keeps its inference cost);
+  run, freezing off (a frozen group keeps its inference cost). With ``prior="activation"`` the
+  activation importance of the original (:mod:`.importance`, measured on ``calib_batches``
+  batches before the first step) ranks what the actuator pushes and the completion prunes,
+  instead of ``|g . w|`` (:mod:`lyactl.control.scoring`); layers and residual channels,
+  which it does not score, are then left to the certificates;
 * ``oneshot``: activation importance of the original (:mod:`.importance`), one event at
   step 0 that meets the target, then training (Minitron's recipe);
 * ``replay``: a given controller (e.g. :class:`lyactl.control.baselines.ReplayController`
@@ -40,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lyactl.app.runconfig import ControllerSection, build_controller
+from lyactl.control.scoring import Prior, fixed_prior
 from lyactl.errors import InvalidArgumentError, NonFiniteError, bad_arg
 
 from .backend import TorchBackend
@@ -50,9 +55,10 @@ from .importance import activation_importance, oneshot_event
 from .loop import Lyactl
 from .scoring import logits_of
 
-__all__ = ["METHODS", "CompressConfig", "CompressResult", "logits", "controller_section", "compress"]
+__all__ = ["METHODS", "PRIORS", "CompressConfig", "CompressResult", "logits", "controller_section", "compress"]
 
 METHODS = ("lyactl", "oneshot", "replay")
+PRIORS = ("activation",)  # the controller's importance priors (method "lyactl" only)
 
 
 @dataclass(frozen=True)
@@ -62,7 +68,8 @@ class CompressConfig:
     ``target_flops`` in (0, 1): the final FLOPs/token over the original's; ``tokens``: training
     tokens; ``distill``: the temperature ``tau`` (None: no teacher); ``alpha``: the KL's weight;
     ``uniform``: one width for every layer (Hugging Face models; exportable);
-    ``interval``: steps between controller reports (None: ``steps // 40``, at least 1).
+    ``interval``: steps between controller reports (None: ``steps // 40``, at least 1);
+    ``prior``: None (rank by ``|g . w|``) or ``"activation"`` (method ``"lyactl"`` only).
     """
 
     target_flops: float
@@ -83,6 +90,7 @@ class CompressConfig:
     calib_batches: int = 4
     device: str = "cpu"
     seed: int = 0
+    prior: str | None = None
 
     def __post_init__(self) -> None:
         checks: dict[str, tuple[bool, str]] = {
@@ -100,6 +108,8 @@ class CompressConfig:
             "interval": (self.interval is None or (_int(self.interval) and self.interval >= 1), "None or an int >= 1"),
             "block": (_int(self.block) and self.block >= 1, "an int >= 1"),
             "calib_batches": (_int(self.calib_batches) and self.calib_batches >= 1, "an int >= 1"),
+            "prior": (self.prior is None or (self.prior in PRIORS and self.method == "lyactl"),
+                      f"None, or one of {PRIORS} with method 'lyactl'"),
         }
         for name, (ok, expected) in checks.items():
             if not ok:
@@ -218,15 +228,16 @@ def compress(model: nn.Module, batches: Batches, config: CompressConfig, *,
     loop = Lyactl(model, opt, None, interval=config.report_interval, backend=backend, total_steps=steps)
     pre_events: list[Any] = []
     if config.method == "lyactl":
+        prior = _prior(backend, batches, config, dev) if config.prior is not None else None
         loop.controller = build_controller(controller_section(config), steps, backend.groups(), cons,
-                                           backend.flops_model)
+                                           backend.flops_model, prior=prior)
     elif config.method == "replay":
         loop.controller = controller(backend, cons)
     else:
         pre_events.append(_oneshot(backend, cons, batches, config, dev))
     record = _train(model, teacher, loop, opt, batches, config, dev, on_report, progress)
     fpt1 = _fpt(backend)
-    record.update({"method": config.method, "flops_per_token_before": fpt0, "flops_per_token_after": fpt1,
+    record.update({"method": config.method, "prior": config.prior, "flops_per_token_before": fpt0, "flops_per_token_after": fpt1,
                    "flops_per_token_ratio": fpt1 / fpt0, "target_flops": config.target_flops,
                    "reached_target": fpt1 / fpt0 <= config.target_flops + 1e-12, "steps": steps,
                    "n_params_after": sum(p.numel() for p in model.parameters())})
@@ -242,11 +253,23 @@ def _teacher(model: nn.Module) -> nn.Module:
     return teacher
 
 
+def _activation(backend: TorchBackend, batches: Batches, config: CompressConfig,
+                dev: torch.device) -> np.ndarray:
+    """``[n_groups]`` activation importance of the model now, in the order of ``backend.groups()``
+    (its layout's), on ``calib_batches`` batches drawn apart from the training batches."""
+    calib = [torch.from_numpy(batches.batch(10**6 + i)[:, :-1]).to(dev) for i in range(config.calib_batches)]
+    return activation_importance(backend.layout, calib, lambda m, x: logits(m, x))
+
+
+def _prior(backend: TorchBackend, batches: Batches, config: CompressConfig, dev: torch.device) -> Prior:
+    """The controller's prior (``config.prior``, named so in every event's meta)."""
+    return fixed_prior(_activation(backend, batches, config, dev), len(backend.groups()), str(config.prior))
+
+
 def _oneshot(backend: TorchBackend, cons: tuple[Any, ...], batches: Batches, config: CompressConfig,
              dev: torch.device) -> Any:
     """Score the original's groups by activations, prune to the target in one event at step 0."""
-    calib = [torch.from_numpy(batches.batch(10**6 + i)[:, :-1]).to(dev) for i in range(config.calib_batches)]
-    scores = activation_importance(backend.layout, calib, lambda m, x: logits(m, x))
+    scores = _activation(backend, batches, config, dev)
     event = oneshot_event(backend.groups(), cons, scores, backend.flops_model, float(config.target_flops))
     backend.apply(event)
     return event

@@ -38,9 +38,12 @@ from lyactl.control.guard import GuardConfig
 from lyactl.errors import DataFileError, InvalidArgumentError, bad_arg
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from lyactl.control.controller import Controller, ControllerConfig
     from lyactl.control.groups import Constraint, Group
     from lyactl.control.protocol import FlopsModel
+    from lyactl.control.scoring import Prior
 
 __all__ = ["ModelSection", "DataSection", "TrainingSection", "ControllerSection", "RunConfig", "UserMonitorSpec",
            "build_controller", "run_config_from_dict", "load_run_config", "DEMO_CORPUS", "COMPILE_STRATEGIES"]
@@ -262,16 +265,18 @@ class ControllerSection:
 
 
 def build_controller(section: ControllerSection, total_steps: int, groups: Sequence[Group],
-                     constraints: Sequence[Constraint] = (), flops_model: FlopsModel | None = None) -> Controller:
+                     constraints: Sequence[Constraint] = (), flops_model: FlopsModel | None = None,
+                     prior: Prior | np.ndarray | None = None) -> Controller:
     """The controller of a run: ``section.config(total_steps)``, the built-in monitors plus
     the section's user monitors, over the backend's groups (the one place a run's
-    controller is made)."""
+    controller is made); ``prior``: the importance prior of the actuator and the completion
+    (:mod:`lyactl.control.scoring`)."""
     from lyactl.control.controller import Controller
     from lyactl.control.monitors import default_monitors
 
     cfg = section.config(total_steps)
     monitors = default_monitors(cfg.monitors) + tuple(spec.monitor() for spec in section.user_monitors)
-    return Controller(groups, constraints, cfg, monitors=monitors, flops_model=flops_model)
+    return Controller(groups, constraints, cfg, monitors=monitors, flops_model=flops_model, prior=prior)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,11 @@ only the groups actually decided are visited in Python):
    target not yet met is completed: the cheapest-to-lose eligible groups are pruned until it
    is. Those decisions are NOT certified: each carries a ``budget:final`` certificate with
    verdict UNKNOWN, which ``lyactl report`` flags (it does not re-verify).
+
+Rules 8 and 9 rank groups by :class:`lyactl.control.scoring.Scoring`: ``|g . w|`` per FLOP, or
+with a ``prior`` (e.g. the activation importance of a trained original) the prior per FLOP;
+every event of a controller with a prior records its name in ``Event.meta["prior"]``, and each
+completion certificate the group's prior value (``numbers["prior"]``).
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from lyactl.control.groups import (ACTIVE, FROZEN, PRUNED, Action, Certificate, 
 from lyactl.control.guard import Guard
 from lyactl.control.monitors import Monitor, MonitorResult, Role, StatsWindow, default_monitors
 from lyactl.control.protocol import FlopsModel
+from lyactl.control.scoring import Prior, Scoring, check_prior
 from lyactl.control.selection import Structure, select
 
 __all__ = ["ControllerConfig", "ControlOutput", "Controller", "ACTIVE", "FROZEN", "PRUNED"]
@@ -57,11 +63,15 @@ class Controller:
     ``flops_model`` (optional, :class:`~lyactl.control.protocol.FlopsModel`): the model's FLOPs/token
     for a vector of group statuses; with it the saved fraction is counted exactly where
     groups overlap, without it the groups' costs are summed (:meth:`estimated_fraction`).
+    ``prior`` (optional): per-group importance ``[n_groups]`` (>= 0, larger = kept longer; +inf:
+    never ranked) or a :class:`~lyactl.control.scoring.Prior` callable of the report; the
+    actuator and the completion then rank by it instead of ``|g . w|``
+    (:mod:`lyactl.control.scoring`). None: ``|g . w|``.
     """
 
     def __init__(self, groups: Sequence[Group], constraints: Sequence[Constraint] = (),
                  config: ControllerConfig | None = None, monitors: Sequence[Monitor] | None = None,
-                 flops_model: FlopsModel | None = None) -> None:
+                 flops_model: FlopsModel | None = None, prior: Prior | np.ndarray | None = None) -> None:
         self.groups, self.constraints = tuple(groups), tuple(constraints)
         self.config = config if config is not None else ControllerConfig()
         self.monitors = tuple(monitors) if monitors is not None else default_monitors(self.config.monitors)
@@ -73,7 +83,7 @@ class Controller:
                                    np.array([g.layer for g in self.groups], np.int64), self.constraints)
         self.account = FlopsAccount(self.groups, self.structure, flops_model, self.config.model_flops)
         self.flops_remove, self.flops_freeze = self.account.flops_remove, self.account.flops_freeze
-        self._flops_floor = np.maximum(self.flops_remove, 1e-300)  # score denominator, fixed for the run
+        self.scoring = Scoring(np.maximum(self.flops_remove, 1e-300), check_prior(prior, n))  # rules 8, 9
         self.is_layer, self.layer_of = self.structure.is_layer, self.structure.layer_of
         self.sqrt_n = np.sqrt(np.array([max(g.n_params, 1) for g in self.groups], float))
         self.flops_model, self.model_flops = flops_model, self.account.model_flops
@@ -262,17 +272,19 @@ class Controller:
                 and step >= last and not target_reached(b, step, self.banked, self.saved_fraction()))
 
     def _complete(self, stats: GroupStats, eligible: np.ndarray) -> Event | None:
-        """Rule 9: prune the eligible groups the actuator pushes, then the lowest ``|gw|`` per
-        FLOP (none larger than twice the remaining gap), until the final target is met."""
+        """Rule 9: prune the eligible groups the actuator pushes, then the lowest score
+        (:attr:`scoring`; none larger than twice the remaining gap), until the final target is met."""
         self.completed, b, phi = True, self.config.budget, self.saved_fraction()
-        score = np.abs(stats.gw) / self._flops_floor
+        p = self.scoring.importance(stats)
+        score = p / self.scoring.flops
+        prior = (lambda i: {}) if self.scoring.prior is None else (lambda i: {"prior": float(p[i])})  # noqa: E731
         gap = (b.target - phi) * self._dense_flops()
         idx = np.flatnonzero(eligible & np.isfinite(score) & (self.flops_remove > 0) & (self.flops_remove <= 2 * gap))
         order = idx[np.lexsort((idx, score[idx], ~self.chosen[idx]))]
         picked = select({int(i): PRUNED for i in order}, self.status, self.structure, self.n_groups, self._enough())
         cert = lambda i, action: (Certificate(  # noqa: E731
             "budget:final", Verdict.UNKNOWN, (stats.step, stats.step), {"target": b.target, "phi": phi,
-                                                                         "score": float(score[i])},
+                                                                         "score": float(score[i]), **prior(i)},
             "target > phi", b.target - phi),)
         return self._event(stats.step, picked, cert)
 
@@ -291,7 +303,8 @@ class Controller:
         self.streak_prune[[i for i, _ in picked]] = 0
         self.streak_freeze[[i for i, _ in picked]] = 0
         after = self._dense_flops() * (1.0 - self.saved_fraction())
-        event = Event(self.next_event_id, step, tuple(decisions), before, after)
+        meta = {} if self.scoring.label is None else {"prior": self.scoring.label}
+        event = Event(self.next_event_id, step, tuple(decisions), before, after, meta)
         self.next_event_id += 1
         self.last_event_step = step
         return event
@@ -321,7 +334,7 @@ class Controller:
         self.pi = pi_step(b, self.pi, error, dt)
         if self.pi.u <= 0 or stats.step < self.config.warmup_steps:
             return penalty
-        score = lambda: np.abs(stats.gw) / self._flops_floor  # noqa: E731  (only when topping up)
+        score = self.scoring.for_report(stats)  # computed only when topping up
         self.chosen = cheapest_groups(score, self.flops_remove, max(error, 0.0) * self._dense_flops(), eligible,
                                       self.chosen, saving=self._saving if self.flops_model is not None else None)
         # lam_g = u sqrt(n_g): the proximal step then shrinks each coordinate by about
