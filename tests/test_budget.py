@@ -173,3 +173,44 @@ def test_budget_kind_validation_names_the_argument():
     assert BudgetConfig(0.3, 100, kind="final").kind is BudgetKind.FINAL
     with pytest.raises(InvalidArgumentError, match="BudgetConfig.kind"):
         BudgetConfig(0.3, 100, kind="end")
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data(), n=st.integers(4, 16))
+def test_the_cover_counts_only_groups_the_constraints_let_go(data, n):
+    """With ``room`` (:func:`within_min_keep`) no constraint is pushed below ``min_keep``
+    (counting what is already chosen and pruned), the picks keep the score order, and groups
+    outside every constraint are unaffected."""
+    from lyactl.control.groups import Constraint, Status
+    from lyactl.control.selection import within_min_keep
+
+    members = tuple(sorted(data.draw(st.sets(st.integers(0, n - 1), min_size=2, max_size=n))))
+    c = Constraint(members, min_keep=data.draw(st.integers(1, len(members))))
+    status = np.full(n, Status.ACTIVE)
+    gone = sorted(data.draw(st.sets(st.sampled_from(members), max_size=len(members) - c.min_keep)))
+    status[gone] = Status.PRUNED
+    score = np.asarray(data.draw(st.lists(st.floats(0, 1), min_size=n, max_size=n)))
+    flops = np.ones(n)
+    room = lambda order, mask: within_min_keep(order, mask, status, (c,))  # noqa: E731
+    eligible = status != Status.PRUNED
+    m = cheapest_groups(score, flops, float(n), eligible, np.zeros(n, bool), cushion=1.0, room=room)
+    alive = eligible[list(members)]
+    assert int(alive.sum()) - int(m[list(members)].sum()) == c.min_keep  # all that may go, and no more
+    outside = np.setdiff1d(np.arange(n), members)
+    assert m[outside].all()  # the gap (n) asks for everything that may go
+    plain = cheapest_groups(score, flops, float(n), eligible, np.zeros(n, bool), cushion=1.0)
+    assert plain[eligible].all()  # without room, the un-prunable members count toward the cover
+
+
+def test_within_min_keep_skips_the_last_members_and_keeps_the_order():
+    from lyactl.control.groups import Constraint, Status
+    from lyactl.control.selection import within_min_keep
+
+    status = np.full(6, Status.ACTIVE)
+    status[0] = Status.PRUNED
+    c = Constraint((0, 1, 2, 3), min_keep=1)  # 3 alive, 1 must stay: 2 may go
+    order = np.array([5, 3, 1, 2, 4])
+    assert within_min_keep(order, np.zeros(6, bool), status, (c,)).tolist() == [5, 3, 1, 4]
+    chosen = np.zeros(6, bool)
+    chosen[2] = True  # already pushed: one more may go
+    assert within_min_keep(order, chosen, status, (c,)).tolist() == [5, 3, 4]

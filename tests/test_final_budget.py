@@ -81,3 +81,14 @@ def test_completion_survives_a_resume():
     b.load_state_dict(a.state_dict())
     assert b.completed and np.array_equal(a.status, b.status)
     assert all(not b.observe(s).events for s in sim.stats[25:])
+
+
+@settings(max_examples=4, deadline=None)
+@given(seed=st.integers(0, 10**6))
+def test_a_gap_smaller_than_half_a_group_is_still_completed(seed):
+    """Twelve equal groups and a final target of 0.02 (a quarter of one group): no group is
+    within twice the gap, so the completion takes the smallest one that meets the target
+    rather than missing it."""
+    ctrl, decisions, _ = _run(["learning"] * 12, 0.02, "final", seed, last=205)
+    assert len(decisions) == 1 and ctrl.saved_fraction() >= 0.02
+    assert [c.monitor for c in decisions[0].certificates] == ["budget:final"]

@@ -170,8 +170,8 @@ def test_the_score_is_the_prior_per_flop_and_today_without_one():
 def test_compress_with_the_activation_prior_records_it(tmp_path):
     """``compress(prior="activation")`` on a tiny trained GPT (CPU): the activation importance
     of the original is the prior; only groups it scores (finite: heads, MLP blocks) are pushed;
-    every logged event records ``"prior": "activation"``. Reaching the target is not asserted:
-    the actuator does not know ``min_keep`` and may push every head of a layer, of which one stays."""
+    every logged event records ``"prior": "activation"``; the target is reached (the actuator
+    counts only groups ``min_keep`` lets go, and the completion may overshoot rather than miss)."""
     pytest.importorskip("torch")
     pytest.importorskip("tokenizers")
     from lyactl.control.decision_log import DecisionLog, read_log
@@ -186,7 +186,7 @@ def test_compress_with_the_activation_prior_records_it(tmp_path):
     log = DecisionLog(tmp_path / "decisions.jsonl")
     result = compress(model, Batches(stream(), SEQ, BATCH, 2), cfg, on_report=log.write)
     r = result.record
-    assert r["prior"] == "activation" and r["flops_per_token_ratio"] < 1.0
+    assert r["prior"] == "activation" and r["reached_target"] and r["flops_per_token_ratio"] <= 0.6
     events = [x for x in read_log(tmp_path / "decisions.jsonl") if x["type"] == "event"]
     assert events and all(x["meta"] == {"prior": "activation"} for x in events)
     assert all(e.meta == {"prior": "activation"} for e in result.events)

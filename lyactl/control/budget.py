@@ -171,7 +171,8 @@ def pi_step(cfg: BudgetConfig, state: PIState, error: float, dt: int) -> PIState
 
 def cheapest_groups(score: np.ndarray | Callable[[], np.ndarray], flops: np.ndarray, gap: float,
                     eligible: np.ndarray, chosen: np.ndarray, cushion: float = 1.25,
-                    max_unit: float = 2.0, saving: Callable[[np.ndarray], float] | None = None) -> np.ndarray:
+                    max_unit: float = 2.0, saving: Callable[[np.ndarray], float] | None = None,
+                    room: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """Top up ``chosen`` with the lowest-``score`` eligible groups until their FLOPs cover ``gap``.
 
     Sticky: groups already chosen (and still eligible) stay chosen, so the penalty keeps
@@ -182,7 +183,9 @@ def cheapest_groups(score: np.ndarray | Callable[[], np.ndarray], flops: np.ndar
     then called only then). ``saving(mask)``, optional: the FLOPs that pruning the ``mask``
     groups would save, counted exactly (overlapping groups' ``flops`` over-count their sum);
     the cover is then checked with it, the top-up found by bisection (O(log n) calls).
-    Returns a new boolean ``[n]`` mask.
+    ``room(order, mask)``, optional: ``order`` without the groups the constraints would not
+    let go on top of ``mask`` (:func:`lyactl.control.selection.within_min_keep`), so the
+    cover counts only prunable groups. Returns a new boolean ``[n]`` mask.
     """
     mask = chosen & eligible
     covered = float(np.dot(flops, mask)) if saving is None else float(saving(mask))
@@ -192,6 +195,8 @@ def cheapest_groups(score: np.ndarray | Callable[[], np.ndarray], flops: np.ndar
     need = cushion * gap - covered
     pool = np.flatnonzero(eligible & ~mask & np.isfinite(score) & (flops > 0) & (flops <= max_unit * need))
     order = pool[np.lexsort((pool, score[pool]))]
+    if room is not None:
+        order = room(order, mask)
     # cover cushion * gap so that a slowly growing gap does not re-sort every report
     k = int(np.searchsorted(np.cumsum(flops[order]), need)) + 1
     if saving is not None:  # the summed cover k is a lower bound; the exact one may need more

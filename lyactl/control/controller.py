@@ -19,7 +19,8 @@ only the groups actually decided are visited in Python):
    inside a block whose LAYER group is pruned go with it (no decision, no FLOPs counted twice);
 7. the guard turns loss rises after an event into restores (plus a cool-down);
 8. with a budget, a PI actuator sets a sparsity penalty on the cheapest-to-lose groups
-   (see :mod:`lyactl.control.budget`);
+   (see :mod:`lyactl.control.budget`), counting only groups the constraints let go
+   (``min_keep``);
 9. with a final budget (``BudgetKind.FINAL``: "end at this size"), an event stops adding groups
    once the target is met, and at the first report at or after ``last_decision_step`` a
    target not yet met is completed: the cheapest-to-lose eligible groups are pruned until it
@@ -52,7 +53,7 @@ from lyactl.control.guard import Guard
 from lyactl.control.monitors import Monitor, MonitorResult, Role, StatsWindow, default_monitors
 from lyactl.control.protocol import FlopsModel
 from lyactl.control.scoring import Prior, Scoring, check_prior
-from lyactl.control.selection import Structure, select
+from lyactl.control.selection import Structure, select, within_min_keep
 
 __all__ = ["ControllerConfig", "ControlOutput", "Controller", "ACTIVE", "FROZEN", "PRUNED"]
 
@@ -273,14 +274,19 @@ class Controller:
 
     def _complete(self, stats: GroupStats, eligible: np.ndarray) -> Event | None:
         """Rule 9: prune the eligible groups the actuator pushes, then the lowest score
-        (:attr:`scoring`; none larger than twice the remaining gap), until the final target is met."""
+        (:attr:`scoring`), none larger than twice the remaining gap, until the final target is
+        met; if those cannot meet it, the smallest larger group that can (the target is a
+        bound the user asked for: an overshoot beats a miss)."""
         self.completed, b, phi = True, self.config.budget, self.saved_fraction()
         p = self.scoring.importance(stats)
         score = p / self.scoring.flops
         prior = (lambda i: {}) if self.scoring.prior is None else (lambda i: {"prior": float(p[i])})  # noqa: E731
         gap = (b.target - phi) * self._dense_flops()
-        idx = np.flatnonzero(eligible & np.isfinite(score) & (self.flops_remove > 0) & (self.flops_remove <= 2 * gap))
-        order = idx[np.lexsort((idx, score[idx], ~self.chosen[idx]))]
+        base = eligible & np.isfinite(score) & (self.flops_remove > 0)
+        idx = np.flatnonzero(base & (self.flops_remove <= 2 * gap))
+        big = np.flatnonzero(base & (self.flops_remove > 2 * gap))  # last resort: smallest overshoot first
+        order = np.concatenate([idx[np.lexsort((idx, score[idx], ~self.chosen[idx]))],
+                                big[np.lexsort((big, score[big], self.flops_remove[big]))]])
         picked = select({int(i): PRUNED for i in order}, self.status, self.structure, self.n_groups, self._enough())
         cert = lambda i, action: (Certificate(  # noqa: E731
             "budget:final", Verdict.UNKNOWN, (stats.step, stats.step), {"target": b.target, "phi": phi,
@@ -336,7 +342,9 @@ class Controller:
             return penalty
         score = self.scoring.for_report(stats)  # computed only when topping up
         self.chosen = cheapest_groups(score, self.flops_remove, max(error, 0.0) * self._dense_flops(), eligible,
-                                      self.chosen, saving=self._saving if self.flops_model is not None else None)
+                                      self.chosen, saving=self._saving if self.flops_model is not None else None,
+                                      room=lambda order, mask: within_min_keep(order, mask, self.status,
+                                                                               self.structure.constraints))
         # lam_g = u sqrt(n_g): the proximal step then shrinks each coordinate by about
         # eta * u, on the scale of an Adam step (eta per coordinate), so u > 1 out-pushes the
         # optimizer and the group reaches exact zero; a bare u would not scale with the group.

@@ -112,6 +112,32 @@ def _uniform(unit: list[int], ready: Mapping[int, int], status: np.ndarray, s: S
     return sorted(out)
 
 
+def within_min_keep(order: np.ndarray, mask: np.ndarray, status: np.ndarray,
+                    constraints: Sequence[Constraint]) -> np.ndarray:
+    """``order`` (group indices, best first) without the groups that, chosen in turn on top of
+    ``mask``, would leave a constraint fewer than ``min_keep`` members not PRUNED.
+
+    The budget actuator's cover must count only groups that can be pruned: pushing the
+    last head of a block that must keep one would look like covering the gap and never
+    become a saving. Greedy in ``order``; O(sum of constraint sizes) per call.
+    """
+    left = [int((status[list(c.members)] != PRUNED).sum()) - c.min_keep - int(mask[list(c.members)].sum())
+            for c in constraints]
+    of: dict[int, list[int]] = {}
+    for ci, c in enumerate(constraints):
+        if c.min_keep > 0:
+            for m in c.members:
+                of.setdefault(int(m), []).append(ci)
+    keep = []
+    for g in order.tolist():
+        cs = of.get(g, ())
+        if all(left[c] > 0 for c in cs):
+            keep.append(g)
+            for c in cs:
+                left[c] -= 1
+    return np.asarray(keep, dtype=order.dtype)
+
+
 def _keeps_enough(unit: list[int], alive: np.ndarray, constraints: Sequence[Constraint]) -> bool:
     for c in constraints:
         gone = sum(1 for j in unit if j in c.members)
