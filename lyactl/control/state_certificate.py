@@ -2,7 +2,7 @@
 
 A layer ``G(z) = C (zI - A)^{-1} B + D`` cut to ``G_r`` carries the inequality
 
-    error  <  bound,        error = max_{w in grid} ||G(e^{iw}) - G_r(e^{iw})||_2,
+    error  <=  bound,        error = max_{w in grid} ||G(e^{iw}) - G_r(e^{iw})||_2,
 
 where ``error`` is measured on the parameters actually written (a sampled maximum over
 ``n_freq`` frequencies, refined near the peak: a LOWER bound of ``||G - G_r||_inf``) and the
@@ -18,6 +18,10 @@ bound depends on the method:
 The measured error is checked against the bound, not assumed below it: float32 storage and
 the phase clamp of the written parameters perturb the reduced system, so a truncation whose
 written layer leaves the bound gets no certificate (and must be undone by the caller).
+The bound can be attained (dropping one real mode of a modal layer: the error peaks at
+``w = 0`` at exactly that mode's bound), so the check is ``error <= bound`` with a rounding
+allowance of :data:`ROUNDING` relative, ``bound + ROUNDING * bound - error > 0``, not a strict
+inequality that a correct tie would pass or fail on the last bit.
 
 In the decision log the certificate is an ordinary :class:`~lyactl.control.groups.Certificate`
 (:meth:`StateCertificate.certificate`): its ``numbers`` are the discarded values ``h_i``
@@ -25,7 +29,7 @@ In the decision log the certificate is an ordinary :class:`~lyactl.control.group
 recomputes the bound from the discarded values, in partial sums of at most
 :data:`CHUNK` terms (the expression reader walks a sum recursively)::
 
-    s_0 := h_0 + ... + h_63; s_1 := ...; bound := 2*(s_0 + s_1); bound - error > 0
+    s_0 := h_0 + ... + h_63; s_1 := ...; bound := 2*(s_0 + s_1); bound + 1e-06*bound - error > 0
 
 so :func:`lyactl.control.decision_log.reverify` (and ``lyactl report``) re-checks it with the
 one evaluator, :mod:`lyactl.expr`: a tampered discarded value or error changes the recomputed
@@ -42,7 +46,7 @@ from lyactl.control.groups import Certificate
 from lyactl.errors import InvalidArgumentError, bad_arg
 from lyactl.verdict import Verdict
 
-__all__ = ["StateCertificate", "MONITOR", "CHUNK", "FACTOR"]
+__all__ = ["StateCertificate", "MONITOR", "CHUNK", "FACTOR", "ROUNDING"]
 
 MONITOR = "state-truncation"
 """Prefix of the certificate's monitor name: ``"state-truncation/balanced"`` or ``".../modal"``."""
@@ -50,6 +54,9 @@ CHUNK = 64
 """Terms per partial sum in the logged condition."""
 FACTOR: Mapping[str, float] = {"balanced": 2.0, "modal": 1.0}
 """``bound = FACTOR[method] * sum(discarded)``."""
+ROUNDING = 1e-6
+"""Relative allowance on ``error <= bound`` for round-off (float32 storage of the written
+layer; the same allowance as ``lyactl reduce``'s check)."""
 _LETTER = {"balanced": "h", "modal": "m"}
 _COUNTS = ("states_before", "states_after", "modes_before", "modes_after", "n_freq")
 
@@ -62,7 +69,7 @@ def _sum_chunks(values: tuple[float, ...]) -> float:
 
 @dataclass(frozen=True)
 class StateCertificate:
-    """One layer's state truncation and its certificate (``error < bound``).
+    """One layer's state truncation and its certificate (``error <= bound``, up to :data:`ROUNDING`).
 
     Attributes
     ----------
@@ -131,12 +138,14 @@ class StateCertificate:
 
     @property
     def margin(self) -> float:
-        """``bound - error`` (> 0: the certificate holds; NaN when either is not finite)."""
-        return self.bound - float(self.error)
+        """``bound + ROUNDING * bound - error`` (> 0: the certificate holds; NaN when either is
+        not finite)."""
+        return self.bound + ROUNDING * self.bound - float(self.error)
 
     @property
     def verdict(self) -> Verdict:
-        """HOLDS when ``error < bound`` with both finite and every discarded value ``>= 0``;
+        """HOLDS when ``error <= bound`` (up to :data:`ROUNDING`) with both finite and every
+        discarded value ``>= 0``;
         UNKNOWN on non-finite numbers (fail safe); FAILS otherwise."""
         nums = (*self.discarded, self.error)
         if not all(math.isfinite(v) for v in nums):
@@ -152,7 +161,8 @@ class StateCertificate:
         parts = [" + ".join(f"{x}_{i}" for i in range(j, min(n, j + CHUNK))) for j in range(0, n, CHUNK)]
         defs = [f"s_{k} := {p}" for k, p in enumerate(parts)]
         total = " + ".join(f"s_{k}" for k in range(len(parts)))
-        return "; ".join(defs + [f"bound := {FACTOR[self.method]!r}*({total})", "bound - error > 0"])
+        return "; ".join(defs + [f"bound := {FACTOR[self.method]!r}*({total})",
+                                 f"bound + {ROUNDING!r}*bound - error > 0"])
 
     def certificate(self) -> Certificate:
         """The generic certificate written to the decision log and re-verified offline."""
