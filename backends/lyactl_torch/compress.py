@@ -5,9 +5,13 @@ corpus, while a selection method removes structure until the model's FLOPs per t
 most ``target_flops`` times the original's:
 
 * ``lyactl``: lyactl's controller (:func:`lyactl.app.runconfig.build_controller`) with a
-  budget ``S* = 1 - target_flops`` (the PI actuator pushes the cheapest-to-lose groups to
-  collapse; certificates decide), decisions between ``warmup_frac`` and ``last_frac`` of the
-  run, freezing off (a frozen group keeps its inference cost). With ``prior="activation"`` the
+  final budget ``S* = 1 - target_flops`` that counts pruned groups only
+  (``BudgetCounts.PRUNED_ONLY``: a frozen group keeps its inference cost, so no freeze meets
+  the target; the PI actuator pushes the cheapest-to-lose groups to collapse; certificates
+  decide), decisions between ``warmup_frac`` and ``last_frac`` of the run. Freezing is on:
+  a block whose certificates say it has converged is frozen, which saves training compute
+  (reported apart) at no capacity; ``freeze=False`` turns it off and counts training FLOPs,
+  as before (both budgets then agree: nothing is frozen). With ``prior="activation"`` the
   activation importance of the original (:mod:`.importance`, measured on ``calib_batches``
   batches before the first step) ranks what the actuator pushes and the completion prunes,
   instead of ``|g . w|`` (:mod:`lyactl.control.scoring`); layers and residual channels,
@@ -25,9 +29,12 @@ Optional distillation from the frozen original (Hinton et al. 2015): with temper
 the KL averaged over tokens. The teacher's forward costs ``2 N_teacher`` FLOPs per token
 (``N`` its parameters), counted in ``train_flops`` and its time in ``wall_s``.
 
-FLOPs per token are the backend's training FLOPs ``6 M + A`` (:mod:`.flops`); with no frozen
-block their ratio equals the forward (inference) ratio ``(2 M + A/3)``, which is what the
-target means. The guard sees the language-model loss only.
+FLOPs per token are the backend's training FLOPs ``6 M + A`` (:mod:`.flops`); priced with every
+block trainable, their ratio equals the forward (inference) ratio ``(2 M + A/3)``, which is what
+the target means: the record's ``inference_flops_ratio`` (= ``flops_per_token_ratio``), checked
+against ``target_flops``. The training FLOPs per token at the end, frozen blocks skipping their
+weight gradients, are ``training_flops_per_token_after`` (saving ``training_flops_saving``).
+The guard sees the language-model loss only.
 """
 
 from __future__ import annotations
@@ -49,7 +56,9 @@ from lyactl.errors import InvalidArgumentError, NonFiniteError, bad_arg
 
 from .backend import TorchBackend
 from .corpus import Batches
-from .flops import model_flops_per_token
+from .freeze import is_frozen
+from .flops import flops_per_token, model_flops_per_token
+from .flops_model import flops_with
 from .hf import hf_adapters, uniform_constraints
 from .importance import activation_importance, oneshot_event
 from .loop import Lyactl
@@ -69,7 +78,9 @@ class CompressConfig:
     tokens; ``distill``: the temperature ``tau`` (None: no teacher); ``alpha``: the KL's weight;
     ``uniform``: one width for every layer (Hugging Face models; exportable);
     ``interval``: steps between controller reports (None: ``steps // 40``, at least 1);
-    ``prior``: None (rank by ``|g . w|``) or ``"activation"`` (method ``"lyactl"`` only).
+    ``prior``: None (rank by ``|g . w|``) or ``"activation"`` (method ``"lyactl"`` only);
+    ``freeze``: let the controller freeze converged blocks, its budget counting pruned groups
+    only (default), or not (False: no freezing, a training-FLOPs budget; the behaviour before).
     """
 
     target_flops: float
@@ -91,6 +102,7 @@ class CompressConfig:
     device: str = "cpu"
     seed: int = 0
     prior: str | None = None
+    freeze: bool = True
 
     def __post_init__(self) -> None:
         checks: dict[str, tuple[bool, str]] = {
@@ -110,6 +122,7 @@ class CompressConfig:
             "calib_batches": (_int(self.calib_batches) and self.calib_batches >= 1, "an int >= 1"),
             "prior": (self.prior is None or (self.prior in PRIORS and self.method == "lyactl"),
                       f"None, or one of {PRIORS} with method 'lyactl'"),
+            "freeze": (isinstance(self.freeze, bool), "True or False"),
         }
         for name, (ok, expected) in checks.items():
             if not ok:
@@ -151,14 +164,16 @@ def logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def controller_section(config: CompressConfig) -> ControllerSection:
-    """The controller's settings: budget ``1 - target_flops``; decisions from 10 % to 80 %
-    of the run; windows and waits scaled to the report interval so that decisions fit."""
+    """The controller's settings: final budget ``1 - target_flops``, counting pruned groups only
+    when freezing is allowed (``config.freeze``); decisions from 10 % to 80 % of the run;
+    windows and waits scaled to the report interval so that decisions fit."""
     K = config.report_interval
+    counts = "pruned_only" if config.freeze else "training_flops"
     return ControllerSection(interval=K, block=config.block, budget=1.0 - config.target_flops, budget_kind="final",
-                             u_max=config.u_max,
+                             budget_counts=counts, u_max=config.u_max,
                              warmup_frac=0.1, last_frac=0.8, hysteresis=2, window=6, lag=2,
                              max_groups_per_event=256, min_steps_between_events=2 * K, cooldown_steps=5 * K,
-                             allow_freeze=False)
+                             allow_freeze=config.freeze)
 
 
 def _lr(step: int, steps: int, config: CompressConfig) -> float:
@@ -198,7 +213,22 @@ def _constraints(backend: TorchBackend, config: CompressConfig) -> tuple[Any, ..
 
 
 def _fpt(backend: TorchBackend) -> float:
+    """Training FLOPs/token now, frozen blocks skipping their weight gradients."""
     return model_flops_per_token(backend.model, backend.adapter)
+
+
+def _size(backend: TorchBackend) -> float:
+    """Training FLOPs/token of the model as it is, every block priced trainable: three times
+    its forward (inference) FLOPs, whatever is frozen (:mod:`.flops`)."""
+    return flops_per_token(backend.adapter.cost(backend.model))
+
+
+def _flops_model(backend: TorchBackend, config: CompressConfig) -> Callable[[np.ndarray], float]:
+    """The controller's flops model: with freezing (a pruned-only budget) every block priced
+    trainable, so that a block the backend has frozen counts as what it costs to run."""
+    if not config.freeze:
+        return backend.flops_model
+    return lambda status: flops_with(backend.layout, status, trainable=True)
 
 
 def compress(model: nn.Module, batches: Batches, config: CompressConfig, *,
@@ -224,26 +254,39 @@ def compress(model: nn.Module, batches: Batches, config: CompressConfig, *,
     teacher = _teacher(model) if config.distill is not None else None
     backend, opt = _backend(model, config, live, block_ids)
     cons = _constraints(backend, config)
-    fpt0, steps = _fpt(backend), config.steps
+    fpt0, size0, steps = _fpt(backend), _size(backend), config.steps
     loop = Lyactl(model, opt, None, interval=config.report_interval, backend=backend, total_steps=steps)
     pre_events: list[Any] = []
     if config.method == "lyactl":
         prior = _prior(backend, batches, config, dev) if config.prior is not None else None
         loop.controller = build_controller(controller_section(config), steps, backend.groups(), cons,
-                                           backend.flops_model, prior=prior)
+                                           _flops_model(backend, config), prior=prior)
     elif config.method == "replay":
         loop.controller = controller(backend, cons)
     else:
         pre_events.append(_oneshot(backend, cons, batches, config, dev))
     record = _train(model, teacher, loop, opt, batches, config, dev, on_report, progress)
-    fpt1 = _fpt(backend)
-    record.update({"method": config.method, "prior": config.prior, "flops_per_token_before": fpt0, "flops_per_token_after": fpt1,
-                   "flops_per_token_ratio": fpt1 / fpt0, "target_flops": config.target_flops,
-                   "reached_target": fpt1 / fpt0 <= config.target_flops + 1e-12, "steps": steps,
+    record.update({"method": config.method, "prior": config.prior, "freeze": config.freeze, "steps": steps,
+                   **_flops_record(backend, fpt0, size0, config.target_flops),
                    "n_params_after": sum(p.numel() for p in model.parameters())})
     events = tuple(pre_events) + tuple(loop.events)
     return CompressResult(model, {k: list(v) for k, v in backend.layout.live.items()}, list(backend.layout.block_ids),
                           events, tuple(loop.outputs), record)
+
+
+def _flops_record(backend: TorchBackend, fpt0: float, size0: float, target: float) -> dict[str, Any]:
+    """The size reached, apart from the training saving: ``flops_per_token_*`` price every block
+    trainable (``6 M + A``), so their ratio is the inference ratio, which the target bounds;
+    ``training_flops_per_token_*`` are what a step costs, frozen blocks skipping their
+    weight gradients (``training_flops_saving = 1 - after / before``)."""
+    size1, fpt1 = _size(backend), _fpt(backend)
+    ratio = size1 / size0
+    frozen = sum(is_frozen(b) for b in backend.adapter.blocks(backend.model))
+    return {"flops_per_token_before": size0, "flops_per_token_after": size1, "flops_per_token_ratio": ratio,
+            "inference_flops_per_token_before": size0 / 3.0, "inference_flops_per_token_after": size1 / 3.0,
+            "inference_flops_ratio": ratio, "training_flops_per_token_before": fpt0,
+            "training_flops_per_token_after": fpt1, "training_flops_saving": 1.0 - fpt1 / fpt0,
+            "frozen_blocks": int(frozen), "target_flops": target, "reached_target": ratio <= target + 1e-12}
 
 
 def _teacher(model: nn.Module) -> nn.Module:

@@ -34,10 +34,13 @@ from .groups import Layout, ModelCost
 __all__ = ["flops_with"]
 
 
-def flops_with(layout: Layout, status: Sequence[int] | np.ndarray) -> float:
+def flops_with(layout: Layout, status: Sequence[int] | np.ndarray, *, trainable: bool = False) -> float:
     """Training FLOPs/token with ``status[i]`` (0 active, 1 frozen, 2 pruned) applied to the
     model as it is now. Groups already gone stay gone; a status of "active" does not bring
-    them back (restores are the backend's to carry out)."""
+    them back (restores are the backend's to carry out). ``trainable``: price every kept
+    block trainable, the model's frozen flags and FROZEN statuses ignored: the pruned model's
+    cost alone, three times its forward (inference) FLOPs; what a budget that counts pruned
+    groups only needs (:class:`lyactl.control.budget.BudgetCounts`)."""
     status = np.asarray(status)
     if status.shape != (len(layout.groups),):
         raise InvalidArgumentError(bad_arg("status", f"shape ({len(layout.groups)},)", status.shape))
@@ -48,10 +51,10 @@ def flops_with(layout: Layout, status: Sequence[int] | np.ndarray) -> float:
     for r, s, w in zip(refs, status, was):
         if s == PRUNED and r.axis is not None and not w and r.layer not in gone:
             cut[r.axis] = cut.get(r.axis, 0) + len(r.units)
-    return _priced(layout, cut, gone, freeze)
+    return _priced(layout, cut, gone, freeze, trainable)
 
 
-def _priced(layout: Layout, cut: dict[str, int], gone: set[int], freeze: set[int]) -> float:
+def _priced(layout: Layout, cut: dict[str, int], gone: set[int], freeze: set[int], trainable: bool = False) -> float:
     """:func:`flops_per_token` of the model with ``cut`` units per axis gone, blocks
     ``gone`` removed and blocks ``freeze`` frozen (original block ids)."""
     cost = layout.adapter.cost(layout.model)
@@ -77,7 +80,7 @@ def _priced(layout: Layout, cut: dict[str, int], gone: set[int], freeze: set[int
             attn[pos] -= axis.attn_flops_per_unit * k
             extra[pos] -= axis.other_flops_per_unit * k
     keep = [i for i, b in enumerate(layout.block_ids) if b not in gone]
-    frozen = [is_frozen(blocks[i]) or layout.block_ids[i] in freeze for i in keep]
+    frozen = [not trainable and (is_frozen(blocks[i]) or layout.block_ids[i] in freeze) for i in keep]
     prefix = next((j for j, f in enumerate(frozen) if not f), len(frozen))
     priced = ModelCost(tuple(mm[i] for i in keep), tuple(attn[i] for i in keep), int(other),
                        tuple(extra[i] for i in keep))

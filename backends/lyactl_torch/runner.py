@@ -31,11 +31,13 @@ from lyactl.control.controller import Controller, ControlOutput
 from lyactl.control.decision_log import DecisionLog, encode_array
 from lyactl.app.runconfig import DEMO_CORPUS, RunConfig
 from lyactl.app.runconfig import build_controller as build_from_section
+from lyactl.control.budget import BudgetCounts
 
 from .checkpoint import save
 from .corpus import Batches, Split, encode_documents, load_documents, split_documents, train_bpe
 from .evaluate import evaluate
 from .flops import training_flops_per_token
+from .flops_model import flops_with
 from .groups import Layout, adapter_for
 from .loop import Lyactl
 from .model import GPT, GPTConfig
@@ -84,9 +86,14 @@ def build_model(cfg: RunConfig, vocab_size: int) -> GPT:
 
 def build_controller(cfg: RunConfig, loop: Lyactl) -> Controller:
     """lyactl's controller over the loop's groups, configured by ``cfg.controller``
-    (:func:`lyactl.app.runconfig.build_controller`, with the backend's exact FLOPs model)."""
-    return build_from_section(cfg.controller, cfg.training.steps, loop.backend.groups(), loop.backend.constraints(),
-                              loop.backend.flops_model)
+    (:func:`lyactl.app.runconfig.build_controller`, with the backend's exact FLOPs model; for a
+    budget that counts pruned groups only, every kept block priced trainable, so an applied
+    freeze is not counted as a saving)."""
+    b = loop.backend
+    flops = b.flops_model
+    if cfg.controller.budget_counts == BudgetCounts.PRUNED_ONLY.value:
+        flops = lambda status: flops_with(b.layout, status, trainable=True)  # noqa: E731
+    return build_from_section(cfg.controller, cfg.training.steps, b.groups(), b.constraints(), flops)
 
 
 class _Tracer:

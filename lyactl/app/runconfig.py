@@ -6,7 +6,8 @@ Four sections, each a validated frozen dataclass::
     [data]        corpus, val_fraction, split_seed, batch_size, val_docs
     [training]    steps, lr, warmup, min_lr_frac, betas, weight_decay, grad_clip, device, bf16,
                   compile, compile_strategy, log_every, seed
-    [controller]  enabled, interval, block, budget, budget_kind, u_max, warmup_frac, last_frac, ramp_end_frac,
+    [controller]  enabled, interval, block, budget, budget_kind, budget_counts, u_max, warmup_frac, last_frac,
+                  ramp_end_frac,
                   hysteresis, window, lag, max_groups_per_event, min_steps_between_events, cooldown_steps,
                   allow_prune, allow_freeze, guard_exact_events, model_flops
     [controller.guard]          window, pre_window, tol_rel, z   (lyactl.control.guard.GuardConfig)
@@ -33,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
-from lyactl.control.budget import BudgetKind
+from lyactl.control.budget import BudgetCounts, BudgetKind
 from lyactl.control.guard import GuardConfig
 from lyactl.errors import DataFileError, InvalidArgumentError, bad_arg
 
@@ -197,13 +198,16 @@ class ControllerSection:
     ``last_frac`` place the decision window as fractions of ``training.steps``;
     ``ramp_end_frac`` (None: one cut) makes the budget gradual, a cubic ramp of the set-point
     from ``warmup_frac`` to it; ``budget_kind``: ``"average"`` (the run's average saving) or
-    ``"final"`` (the saving at the end) (:mod:`lyactl.control.budget`)."""
+    ``"final"`` (the saving at the end); ``budget_counts``: ``"training_flops"`` (every training
+    FLOP saved, freezes included) or ``"pruned_only"`` (only what makes the model smaller to
+    run; freezes never count towards the target) (:mod:`lyactl.control.budget`)."""
 
     enabled: bool = True
     interval: int = 10
     block: int = 32
     budget: float | None = 0.2
     budget_kind: str = "average"
+    budget_counts: str = "training_flops"
     u_max: float = 3.0
     warmup_frac: float = 0.2
     last_frac: float = 0.8
@@ -226,8 +230,10 @@ class ControllerSection:
             "model_flops": (lambda v: v is None or _num(0, lo_open=True)[0](v), "none or a number > 0"),
             "enabled": _BOOL, "interval": _int(1), "block": _int(1),
             "budget": (lambda v: v is None or (_num(0, 1, True)[0](v) and v < 1), "none or a number in (0, 1)"),
-            "budget_kind": (lambda v: v in {k.value for k in BudgetKind},
+            "budget_kind": (lambda v: isinstance(v, str) and v in {k.value for k in BudgetKind},
                             " or ".join(repr(k.value) for k in BudgetKind)),
+            "budget_counts": (lambda v: isinstance(v, str) and v in {k.value for k in BudgetCounts},
+                              " or ".join(repr(k.value) for k in BudgetCounts)),
             "u_max": _num(0), "warmup_frac": _num(0, 1), "last_frac": _num(0, 1),
             "ramp_end_frac": (lambda v: v is None or _num(0, 1)[0](v), "none or a number in [0, 1]"),
             "hysteresis": _int(1),
@@ -255,7 +261,8 @@ class ControllerSection:
         T, start = total_steps, int(self.warmup_frac * total_steps)
         ramp = {} if self.ramp_end_frac is None else {"ramp_start": start, "ramp_end": int(self.ramp_end_frac * T)}
         budget = None if self.budget is None else BudgetConfig(target=self.budget, total_steps=T, u_max=self.u_max,
-                                                              kind=self.budget_kind, **ramp)
+                                                              kind=self.budget_kind, counts=self.budget_counts,
+                                                              **ramp)
         return ControllerConfig(
             monitors=MonitorConfig(window=self.window, lag=self.lag), guard=self.guard, budget=budget,
             warmup_steps=start, last_decision_step=int(self.last_frac * T), hysteresis=self.hysteresis,

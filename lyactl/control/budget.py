@@ -35,6 +35,13 @@ is the fraction saved *at the end*, ``phi(T) >= S*``, not the run's average. The
 is reached once ``phi(s) >= S*``: the average variant would otherwise drive the model far below
 the requested final size (the average of a ramp is below its end), which is what a user asking
 for "0.5 of the FLOPs" does not want.
+
+What ``phi`` counts (``counts``, :class:`BudgetCounts`): the training FLOPs saved (default;
+a frozen group's skipped weight gradients count), or ``PRUNED_ONLY``: only what makes the
+model smaller to run, ``phi`` counted as if every FROZEN group were ACTIVE. Compressing a
+trained model asks for the latter: a freeze saves training compute but the model runs as
+large as before, so with it freezes still happen where their certificates hold, yet never
+count towards ``S*`` (:class:`lyactl.control.accounting.FlopsAccount` counts both).
 """
 
 from __future__ import annotations
@@ -48,8 +55,8 @@ import numpy as np
 
 from lyactl.errors import InvalidArgumentError, bad_arg
 
-__all__ = ["BudgetKind", "BudgetConfig", "PIState", "target_reached", "required_fraction", "ramp_final_fraction",
-           "setpoint", "projected_saving", "pi_step", "cheapest_groups"]
+__all__ = ["BudgetKind", "BudgetCounts", "BudgetConfig", "PIState", "target_reached", "required_fraction",
+           "ramp_final_fraction", "setpoint", "projected_saving", "pi_step", "cheapest_groups"]
 
 
 class BudgetKind(str, enum.Enum):
@@ -59,12 +66,21 @@ class BudgetKind(str, enum.Enum):
     FINAL = "final"
 
 
+class BudgetCounts(str, enum.Enum):
+    """What the saved fraction ``phi`` counts: every training FLOP saved (pruned and frozen
+    groups), or only the pruned groups' (the model's size to run; frozen groups as active)."""
+
+    TRAINING_FLOPS = "training_flops"
+    PRUNED_ONLY = "pruned_only"
+
+
 @dataclass(frozen=True)
 class BudgetConfig:
     """Target saving ``S*`` in (0, 1) over ``total_steps``; PI gains, integration time
     constant ``tau`` in steps (default ``total_steps / 50``) and output cap ``u_max``;
     ``ramp_start``, ``ramp_end`` (steps, both or neither): the gradual set-point above;
-    ``kind``: ``S*`` as the run average (default) or the final saving (see the module doc)."""
+    ``kind``: ``S*`` as the run average (default) or the final saving; ``counts``: what ``phi``
+    counts, training FLOPs (default) or pruned groups only (see the module doc)."""
 
     target: float
     total_steps: int
@@ -75,18 +91,21 @@ class BudgetConfig:
     ramp_start: int | None = None
     ramp_end: int | None = None
     kind: BudgetKind = BudgetKind.AVERAGE
+    counts: BudgetCounts = BudgetCounts.TRAINING_FLOPS
 
     @property
     def tau_steps(self) -> float:
         return float(self.tau) if self.tau is not None else max(self.total_steps / 50.0, 1.0)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.kind, BudgetKind):
-            try:
-                object.__setattr__(self, "kind", BudgetKind(self.kind))
-            except ValueError:
-                kinds = " or ".join(repr(k.value) for k in BudgetKind)
-                raise InvalidArgumentError(bad_arg("BudgetConfig.kind", kinds, self.kind)) from None
+        for name, enum_type in (("kind", BudgetKind), ("counts", BudgetCounts)):
+            value = getattr(self, name)
+            if not isinstance(value, enum_type):
+                try:
+                    object.__setattr__(self, name, enum_type(value))
+                except ValueError:
+                    values = " or ".join(repr(k.value) for k in enum_type)
+                    raise InvalidArgumentError(bad_arg(f"BudgetConfig.{name}", values, value)) from None
         if not 0 < self.target < 1:
             raise InvalidArgumentError(bad_arg("BudgetConfig.target", "a fraction in (0, 1)", self.target))
         if not (isinstance(self.total_steps, int) and self.total_steps > 0):

@@ -27,6 +27,12 @@ only the groups actually decided are visited in Python):
    is. Those decisions are NOT certified: each carries a ``budget:final`` certificate with
    verdict UNKNOWN, which ``lyactl report`` flags (it does not re-verify).
 
+With a budget that counts pruned groups only (``BudgetCounts.PRUNED_ONLY``, what compressing
+asks for) every ``phi`` of rules 5, 8 and 9 is :meth:`Controller.saved_fraction`, counted with
+frozen groups as active: freezes still happen where certified, also once the target is met
+(rule 5 then stops the prunes only), but never meet the target;
+:meth:`Controller.training_fraction` reports the training saving, freezes included.
+
 Rules 8 and 9 rank groups by :class:`lyactl.control.scoring.Scoring`: ``|g . w|`` per FLOP, or
 with a ``prior`` (e.g. the activation importance of a trained original) the prior per FLOP;
 every event of a controller with a prior records its name in ``Event.meta["prior"]``, and each
@@ -41,7 +47,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from lyactl.control.accounting import FlopsAccount
-from lyactl.control.budget import BudgetKind, PIState, cheapest_groups, pi_step, setpoint, target_reached
+from lyactl.control.budget import BudgetCounts, BudgetKind, PIState, cheapest_groups, pi_step, setpoint, target_reached
 from lyactl.control.controller_config import ControllerConfig, ControlOutput, finite_mask
 from lyactl.control.decision_log import decode_array, encode_array
 from lyactl.control.decision_rule import evaluate_monitors, role_verdicts
@@ -56,6 +62,8 @@ from lyactl.control.scoring import Prior, Scoring, check_prior
 from lyactl.control.selection import Structure, select, within_min_keep
 
 __all__ = ["ControllerConfig", "ControlOutput", "Controller", "ACTIVE", "FROZEN", "PRUNED"]
+
+_TARGET_MET = "budget target reached"  # the reason rule 5 gives (a pruned-only budget still freezes)
 
 
 class Controller:
@@ -82,7 +90,8 @@ class Controller:
                 raise InvalidArgumentError(bad_arg("Constraint.members", f"indices in [0, {n})", c.members))
         self.structure = Structure(np.array([g.kind is GroupKind.LAYER for g in self.groups], bool),
                                    np.array([g.layer for g in self.groups], np.int64), self.constraints)
-        self.account = FlopsAccount(self.groups, self.structure, flops_model, self.config.model_flops)
+        counts = self.config.budget.counts if self.config.budget is not None else BudgetCounts.TRAINING_FLOPS
+        self.account = FlopsAccount(self.groups, self.structure, flops_model, self.config.model_flops, counts)
         self.flops_remove, self.flops_freeze = self.account.flops_remove, self.account.flops_freeze
         self.scoring = Scoring(np.maximum(self.flops_remove, 1e-300), check_prior(prior, n))  # rules 8, 9
         self.is_layer, self.layer_of = self.structure.is_layer, self.structure.layer_of
@@ -106,9 +115,15 @@ class Controller:
 
     # ------------------------------------------------------------------ accounting
     def saved_fraction(self) -> float:
-        """``phi``: fraction of the dense model's training FLOPs/token saved now
-        (:meth:`FlopsAccount.saved_fraction`: measured, exact or nominal)."""
+        """``phi``: fraction of the dense model's training FLOPs/token saved now, as the budget
+        counts it (:meth:`FlopsAccount.saved_fraction`: measured, exact or nominal; frozen
+        groups as active with ``BudgetCounts.PRUNED_ONLY``)."""
         return self.account.saved_fraction(self.status)
+
+    def training_fraction(self) -> float:
+        """Training ``phi``, freezes included (:meth:`FlopsAccount.training_fraction`); the
+        same number as :meth:`saved_fraction` unless the budget counts pruned groups only."""
+        return self.account.training_fraction(self.status)
 
     def estimated_fraction(self) -> float:
         """Saved fraction by the decisions alone (:meth:`FlopsAccount.estimated_fraction`)."""
@@ -162,7 +177,10 @@ class Controller:
             streak *= ok  # 0 where not ok
         events: tuple[Event, ...] = ()
         reason = self._blocked(stats.step)
-        event = self._decide(stats.step, results, rv.roles) if not reason else None
+        # a pruned-only target met stops the prunes only: freezing what converged costs no capacity
+        freezes_only = reason == _TARGET_MET and self.account.pruned_only
+        event = self._decide(stats.step, results, rv.roles, prune=not freezes_only) if not reason or freezes_only \
+            else None
         if event is None and self._completing(stats.step):
             event = self._complete(stats, eligible)
         if event is not None:
@@ -224,7 +242,7 @@ class Controller:
             return "guard watching the last event"
         b = cfg.budget
         if b is not None and target_reached(b, step, self.banked, self.saved_fraction()):
-            return "budget target reached"
+            return _TARGET_MET
         return ""
 
     # ------------------------------------------------------------------ decisions
@@ -237,10 +255,13 @@ class Controller:
         with np.errstate(invalid="ignore"):
             return w[-1] < self.config.freeze_hold_ratio * peak  # NaN compares False: no hold on no data
 
-    def _decide(self, step: int, results: list[MonitorResult], role_ok: Mapping[Role, np.ndarray]) -> Event | None:
+    def _decide(self, step: int, results: list[MonitorResult], role_ok: Mapping[Role, np.ndarray],
+                prune: bool = True) -> Event | None:
+        """The certified decisions of this report in one event (rule 6); ``prune`` False:
+        freezes only (a pruned-only budget's target is met), prune-ready groups then freeze."""
         h = self.config.hysteresis
-        ready_p = np.flatnonzero(self.streak_prune >= h)
-        ready_f = np.flatnonzero((self.streak_freeze >= h) & (self.streak_prune < h))
+        ready_p = np.flatnonzero(self.streak_prune >= h) if prune else np.zeros(0, np.int64)
+        ready_f = np.flatnonzero((self.streak_freeze >= h) & ((self.streak_prune < h) | (not prune)))
         ready_f = ready_f[~self._shrinking(ready_f)]
         if ready_p.size == 0 and ready_f.size == 0:
             return None
@@ -249,7 +270,8 @@ class Controller:
         gain = np.where(act == PRUNED, self.flops_remove[idx], self.flops_freeze[idx])
         order = np.lexsort((idx, -gain))
         ready = {int(i): int(a) for i, a in zip(idx[order], act[order])}
-        picked = select(ready, self.status, self.structure, self.config.max_groups_per_event, self._enough())
+        enough = self._enough() if prune else None  # freezes only: the budget sets no limit
+        picked = select(ready, self.status, self.structure, self.config.max_groups_per_event, enough)
         return self._event(step, picked, lambda i, action: self._certificates(i, action, results, role_ok))
 
     def _enough(self) -> Callable[[list[tuple[int, int]]], bool] | None:
@@ -263,6 +285,7 @@ class Controller:
             extra = np.zeros(self.n_groups, bool)
             extra[[j for j, a in picked if a == PRUNED]] = True
             frozen = sum(float(self.flops_freeze[j]) for j, a in picked if a == FROZEN)
+            frozen = 0.0 if self.account.pruned_only else frozen  # a freeze never meets a pruned-only target
             pruned = self._saving(extra) if self.flops_model is not None else float(self.flops_remove[extra].sum())
             return phi0 + (pruned + frozen) / dense >= b.target
         return enough
@@ -299,7 +322,7 @@ class Controller:
         """Apply ``picked`` to the statuses and make the event (None if nothing picked)."""
         if not picked:
             return None
-        before = self._dense_flops() * (1.0 - self.saved_fraction())
+        before = self._dense_flops() * (1.0 - self.training_fraction())  # training FLOPs/token
         decisions = []
         for i, a in picked:
             self.status[i] = a
@@ -308,7 +331,7 @@ class Controller:
             decisions.append(Decision(step, self.groups[i].name, i, action, certificates(i, action)))
         self.streak_prune[[i for i, _ in picked]] = 0
         self.streak_freeze[[i for i, _ in picked]] = 0
-        after = self._dense_flops() * (1.0 - self.saved_fraction())
+        after = self._dense_flops() * (1.0 - self.training_fraction())
         meta = {} if self.scoring.label is None else {"prior": self.scoring.label}
         event = Event(self.next_event_id, step, tuple(decisions), before, after, meta)
         self.next_event_id += 1
