@@ -72,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tokenizer", type=Path, default=None, help="a tokenizer.json to use instead of training one")
     ap.add_argument("--val-docs", type=int, default=20)
     ap.add_argument("--budget-s", type=float, default=float("inf"))
+    ap.add_argument("--no-freeze", action="store_true",
+                    help="compress without freezing (a training-FLOPs budget): how compress.json was made")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/compress.json"))
     args = ap.parse_args(argv)
     p, work, t_start = PRESETS[args.preset], args.out.parent / "compress-work", time.perf_counter()
@@ -116,7 +118,7 @@ def run_seed(teacher, tokens, tok, split, work, p, args, n, seed, bpb, within, s
         student = GPT(teacher.config).to(args.device)
         student.load_state_dict(teacher.state_dict())
         cfg = CompressConfig(args.target, n, method=method, batch_size=p["batch"], seq_len=p["seq"], distill=tau,
-                             device=args.device, seed=seed)
+                             device=args.device, seed=seed, freeze=not args.no_freeze)
         factory = (lambda b, cons: ReplayController(b.groups(), cons, schedule, random_scores(seed)))
         r = compress(student, batches, cfg, controller=factory if method == "replay" else None)
         if arm == "lyactl-distill":
