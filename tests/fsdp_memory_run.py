@@ -170,6 +170,7 @@ def main(out: Path) -> None:
     rows.append(phase("restore 1", lambda: backend.restore(ev[1]), model, opt, backend, rank, 5, last))
     out.mkdir(parents=True, exist_ok=True)
     (out / f"rank{rank}.json").write_text(json.dumps({"rows": rows, "pruned": [len(e.decisions) for e in ev]}))
+    dist.barrier()  # all ranks done before gloo is torn down (a racing teardown aborts)
     dist.destroy_process_group()
 
 

@@ -175,6 +175,7 @@ def main(argv=None) -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     torch.save(out, a.out / f"rank{rank}.pt")
     if world > 1:
+        dist.barrier()  # all ranks done before gloo is torn down (a racing teardown aborts)
         dist.destroy_process_group()
 
 

@@ -303,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({k: out[k] for k in ("n_params", "steps", "step_time_s_before", "overhead_frac",
                                               "realised_share", "compile_stall_s_per_event")}))
     if dist.is_initialized():
-        dist.destroy_process_group()
+        dist.barrier()  # every rank done (rank 0 wrote the record) before the group goes: a rank
+        dist.destroy_process_group()  # tearing gloo down while another still uses it aborts (SIGABRT)
     return 0
 
 
