@@ -106,6 +106,9 @@ def test_uniform_llama_exports_and_reloads_with_identical_logits(tmp_path):
     rec = run_compress(tmp_path / "llama", ccfg, corpus=DEMO_CORPUS_DIR, out=tmp_path / "run", progress=False,
                        val_docs=2)
     assert rec["reached_target"] and rec["flops_per_token_ratio"] <= 0.6
+    from lyactl_torch.compress_run import format_summary
+
+    assert "reached" in format_summary(rec) and f"{rec['frozen_blocks']} frozen block(s)" in format_summary(rec)
     loaded = T.AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "hf", local_files_only=True).eval()
     assert loaded.config.intermediate_size < 128 or loaded.config.num_key_value_heads < 2
     # the same compression through the Python API, then export: from_pretrained gives its logits

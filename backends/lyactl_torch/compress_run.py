@@ -192,6 +192,8 @@ def format_summary(r: dict[str, Any]) -> str:
         f"FLOPs/token: {r['flops_per_token_before']:.4g} -> {r['flops_per_token_after']:.4g} "
         f"(ratio {r['flops_per_token_ratio']:.3f}, target {r['target_flops']}: "
         f"{'reached' if r['reached_target'] else 'NOT reached'})",
+        f"training FLOPs/token of the result: {r['training_flops_saving']:.3f} saved, "
+        f"{r['frozen_blocks']} frozen block(s) (freezes never count toward the target)",
         f"tokens: {r['tokens']}, steps: {r['steps']}, training FLOPs: {r['train_flops']:.4g}{teacher}",
         f"wall: {r['wall_s']:.1f} s",
         f"val bits/byte: {r['val_bpb_before']:.4f} -> {r['val_bpb_after']:.4f}",
