@@ -25,9 +25,7 @@ the refusal of rank-dependent strengths (its message, the strengths kept).
 from __future__ import annotations
 
 import argparse
-import datetime
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -37,14 +35,14 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "backends"), str(HERE.parent)]
 
-import torch.distributed as dist  # noqa: E402
 from scripted import Out  # noqa: E402
 
 import lyactl_torch as L  # noqa: E402
 from lyactl.control.decision_log import event_to_json  # noqa: E402
 from lyactl.control.groups import Action, Decision, Event  # noqa: E402
 
-from fsdp_run import INTERVAL, batch, build, full  # noqa: E402  (the same model, data and setup)
+from fsdp_run import (  # noqa: E402  (the same model, data, setup and steps)
+    INTERVAL, backend_for, build, finish, full, global_loss, global_step, start_ranks)
 
 STEPS, BUDGET_STEPS = 12, 40
 LAM = {"blocks.0.attn.head.1": 400.0, "blocks.1.attn.head.2": 40.0, "blocks.0.mlp.block.3": 40.0,
@@ -99,24 +97,12 @@ def train(make_controller, steps: int, world: int, rank: int) -> tuple[dict, obj
     from torch.distributed.tensor import DTensor
 
     model, opt = build(world)
-    if world > 1:
-        from lyactl_torch.fsdp import FSDPBackend
-
-        backend = FSDPBackend(model, opt, block=16)
-    else:
-        backend = L.TorchBackend(model, opt, block=16)
+    backend = backend_for(model, opt, world)
     ctl = L.Lyactl(model, opt, make_controller(backend), interval=INTERVAL, backend=backend)
     losses, lams = [], []
     for step in range(1, steps + 1):
-        x = torch.cat([batch(step, r) for r in range(2)]) if world == 1 else batch(step, rank)
-        opt.zero_grad(set_to_none=True)
-        loss = model(x[:, :-1], x[:, 1:])[1]
-        loss.backward()
-        opt.step()
-        g = loss.detach().clone()
-        if world > 1:
-            dist.all_reduce(g)
-        losses.append(float(g) / world)
+        loss = global_step(model, opt, step, world, rank)
+        losses.append(global_loss(loss, world))
         ctl.step(loss)
         if step % INTERVAL == 0:
             lams.append(backend.prox.lam_host.copy())
@@ -148,11 +134,8 @@ def main(argv=None) -> None:
     ap.add_argument("--mutant", default="none")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
-    world = 1 if a.single else int(os.environ["WORLD_SIZE"])
-    rank = 0
+    world, rank = start_ranks(a.single)
     if world > 1:
-        dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=20))
-        rank = dist.get_rank()
         mutate(a.mutant)
     out = {}
     out["scripted"], backend = train(lambda b: Scripted(b.groups()), STEPS, world, rank)
@@ -160,11 +143,7 @@ def main(argv=None) -> None:
         out["disagree"] = disagree(backend, rank)
     if a.budget:
         out["budget"], _ = train(budget_controller, BUDGET_STEPS, world, rank)
-    a.out.mkdir(parents=True, exist_ok=True)
-    torch.save(out, a.out / f"rank{rank}.pt")
-    if world > 1:
-        dist.barrier()  # all ranks done before gloo is torn down (a racing teardown aborts)
-        dist.destroy_process_group()
+    finish(out, a.out, rank, world)
 
 
 if __name__ == "__main__":

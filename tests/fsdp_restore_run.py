@@ -21,8 +21,6 @@ skips the restore), ``skip-rebuild`` (no :meth:`FSDPBackend._rebuild` after the 
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
 import sys
 from pathlib import Path
 
@@ -31,13 +29,13 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "backends"), str(HERE.parent)]
 
-import torch.distributed as dist  # noqa: E402
 from scripted import Out  # noqa: E402
 
 import lyactl_torch as L  # noqa: E402
 from lyactl.control.groups import Action, Decision, Event  # noqa: E402
 
-from fsdp_run import INTERVAL, STEPS, batch, build, full  # noqa: E402  (the same model, data and setup)
+from fsdp_run import (  # noqa: E402  (the same model, data, setup and steps)
+    INTERVAL, STEPS, backend_for, build, finish, full, global_loss, global_step, start_ranks)
 
 PRUNED = ("blocks.0.attn.head.1", "blocks.1.attn.head.2", "blocks.0.mlp.block.3", "blocks.1.mlp.block.5",
           "channels.2", "blocks.2")  # a LAYER group pruned: the block is removed
@@ -105,15 +103,8 @@ def train(model, opt, ctl, world: int, rank: int) -> list[float]:
     """``STEPS`` steps; returns the global loss of each (the mean of the ranks' losses)."""
     losses = []
     for step in range(1, STEPS + 1):
-        x = torch.cat([batch(step, r) for r in range(2)]) if world == 1 else batch(step, rank)
-        opt.zero_grad(set_to_none=True)
-        loss = model(x[:, :-1], x[:, 1:])[1]
-        loss.backward()
-        opt.step()
-        g = loss.detach().clone()
-        if world > 1:
-            dist.all_reduce(g)
-        losses.append(float(g) / world)
+        loss = global_step(model, opt, step, world, rank)
+        losses.append(global_loss(loss, world))
         ctl.step(loss)
     return losses
 
@@ -152,25 +143,12 @@ def main(argv=None) -> None:
     ap.add_argument("--timeout", type=float, default=20.0)
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
-    world = 1 if a.single else int(os.environ["WORLD_SIZE"])
-    rank = 0
-    if world > 1:
-        dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=a.timeout))
-        rank = dist.get_rank()
+    world, rank = start_ranks(a.single, a.timeout)
     model, opt = build(world)
+    backend = backend_for(model, opt, world)
     if world > 1:
-        from lyactl_torch.fsdp import FSDPBackend
-
-        backend = FSDPBackend(model, opt, block=16)
         mutate(a.mutant, rank, backend)
-    else:
-        backend = L.TorchBackend(model, opt, block=16)
-    out = run(model, opt, backend, world, rank)
-    a.out.mkdir(parents=True, exist_ok=True)
-    torch.save(out, a.out / f"rank{rank}.pt")
-    if world > 1:
-        dist.barrier()  # all ranks done before gloo is torn down (a racing teardown aborts)
-        dist.destroy_process_group()
+    finish(run(model, opt, backend, world, rank), a.out, rank, world)
 
 if __name__ == "__main__":
     main()

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -120,6 +119,51 @@ def build(world: int):
     return model, opt
 
 
+def start_ranks(single: bool, timeout: float = 20.0) -> tuple[int, int]:
+    """``(world, rank)``: one process (``single``) or torchrun's ranks, gloo initialised."""
+    if single:
+        return 1, 0
+    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=timeout))
+    return dist.get_world_size(), dist.get_rank()
+
+
+def backend_for(model, opt, world: int):
+    """FSDPBackend on a sharded model, TorchBackend in one process (groups of 16 units)."""
+    if world > 1:
+        from lyactl_torch.fsdp import FSDPBackend
+
+        return FSDPBackend(model, opt, block=16)
+    return L.TorchBackend(model, opt, block=16)
+
+
+def global_step(model, opt, step: int, world: int, rank: int) -> torch.Tensor:
+    """One optimizer step on the step's global batch (this rank's half of it when sharded);
+    returns this rank's loss."""
+    x = torch.cat([batch(step, r) for r in range(2)]) if world == 1 else batch(step, rank)
+    opt.zero_grad(set_to_none=True)
+    loss = model(x[:, :-1], x[:, 1:])[1]
+    loss.backward()
+    opt.step()
+    return loss
+
+
+def global_loss(loss: torch.Tensor, world: int) -> float:
+    """The mean of the ranks' losses (collective when sharded)."""
+    g = loss.detach().clone()
+    if world > 1:
+        dist.all_reduce(g)
+    return float(g) / world
+
+
+def finish(out: dict, folder: Path, rank: int, world: int) -> None:
+    """Save this rank's ``out`` to ``folder/rank{rank}.pt``; tear gloo down once all are done."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(out, folder / f"rank{rank}.pt")
+    if world > 1:
+        dist.barrier()  # all ranks done before gloo is torn down (a racing teardown aborts)
+        dist.destroy_process_group()
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("out", type=Path)
@@ -130,19 +174,11 @@ def main(argv=None) -> None:
     ap.add_argument("--mutant", default="none")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
-    world = 1 if a.single else int(os.environ["WORLD_SIZE"])
-    rank = 0
+    world, rank = start_ranks(a.single is not None)
     if world > 1:
-        dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=20))
-        rank = dist.get_rank()
         mutate(a.mutant, rank)
     model, opt = build(world)
-    if world > 1:
-        from lyactl_torch.fsdp import FSDPBackend
-
-        backend = FSDPBackend(model, opt, block=16)
-    else:
-        backend = L.TorchBackend(model, opt, block=16)
+    backend = backend_for(model, opt, world)
     ctl = L.Lyactl(model, opt, None, interval=INTERVAL, backend=backend)
     if a.single:
         ctl.controller = Replay([event_from_json(e) for e in json.loads(a.single.read_text())])
@@ -154,12 +190,7 @@ def main(argv=None) -> None:
 
         start = load_fsdp_run(a.ckpt, ctl)
     for step in range(start + 1, STEPS + 1):
-        x = torch.cat([batch(step, r) for r in range(2)]) if world == 1 else batch(step, rank)
-        opt.zero_grad(set_to_none=True)
-        loss = model(x[:, :-1], x[:, 1:])[1]
-        loss.backward()
-        opt.step()
-        ctl.step(loss)
+        ctl.step(global_step(model, opt, step, world, rank))
         if a.ckpt is not None and step == a.save_at:
             from lyactl_torch.fsdp_checkpoint import save_fsdp_run
 
@@ -172,11 +203,7 @@ def main(argv=None) -> None:
                      if p in opt.state},  # model order: the gathers match on every rank
            "sharded": all(isinstance(p, DTensor) for p in model.parameters()),
            "shapes": {n: tuple(p.shape) for n, p in model.named_parameters()}, "step": ctl.n_steps}
-    a.out.mkdir(parents=True, exist_ok=True)
-    torch.save(out, a.out / f"rank{rank}.pt")
-    if world > 1:
-        dist.barrier()  # all ranks done before gloo is torn down (a racing teardown aborts)
-        dist.destroy_process_group()
+    finish(out, a.out, rank, world)
 
 
 if __name__ == "__main__":

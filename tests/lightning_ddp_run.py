@@ -36,10 +36,15 @@ class Module(pl.LightningModule):
         return torch.optim.AdamW(self.parameters(), lr=3e-3)
 
 
+def data_loader() -> torch.utils.data.DataLoader:
+    """64 sequences of 17 random tokens, batches of 2 (Lightning shards them over the ranks)."""
+    data = torch.randint(0, 29, (64, 17), generator=torch.Generator().manual_seed(0))
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data), batch_size=2)
+
+
 def main(out: Path) -> None:
     torch.set_num_threads(1)
-    data = torch.randint(0, 29, (64, 17), generator=torch.Generator().manual_seed(0))
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data), batch_size=2)  # Lightning shards it
+    loader = data_loader()
     wrappers, in_use = [], []  # the wrapper after each event; is the step after it using it?
     cb = LyactlLightningCallback(lambda backend: ArgminController(backend.groups()), interval=2,
                                  on_event=lambda ctl, events: wrappers.append(trainer.strategy.model))

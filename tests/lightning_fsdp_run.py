@@ -23,18 +23,14 @@ from scripted import ArgminController  # noqa: E402
 from torch.distributed.fsdp import fully_shard  # noqa: E402
 from torch.distributed.tensor import DTensor  # noqa: E402
 
-import lyactl_torch as L  # noqa: E402
 from lyactl_torch.integrations import LyactlLightningCallback  # noqa: E402
+from lightning_ddp_run import Module as DDPModule, data_loader  # noqa: E402  (the same model and data)
 
 STEPS = 8
 
 
-class Module(pl.LightningModule):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)  # the same initial weights on every rank
-        self.gpt = L.GPT(L.GPTConfig(vocab_size=29, seq_len=16, d_model=64, n_layer=2, n_head=4, head_dim=16,
-                                     mlp_hidden=192))
+class Module(DDPModule):
+    """The DDP test's module, sharded by FSDP2 in ``configure_model``."""
 
     def configure_model(self):
         mesh = self.device_mesh["data_parallel"]
@@ -42,18 +38,10 @@ class Module(pl.LightningModule):
             fully_shard(blk, mesh=mesh)
         fully_shard(self.gpt, mesh=mesh)
 
-    def training_step(self, batch, batch_idx):
-        (x,) = batch
-        return self.gpt(x[:, :-1], x[:, 1:])[1]
-
-    def configure_optimizers(self):
-        return torch.optim.AdamW(self.parameters(), lr=3e-3)
-
 
 def main(out: Path) -> None:
     torch.set_num_threads(1)
-    data = torch.randint(0, 29, (64, 17), generator=torch.Generator().manual_seed(0))
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data), batch_size=2)  # Lightning shards it
+    loader = data_loader()
     shapes = []
     cb = LyactlLightningCallback(lambda backend: ArgminController(backend.groups()), interval=2, block=16,
                                  on_event=lambda ctl, events: shapes.append(

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fsdp_compare import ADDITIVE, close, load, trace_problems
 from launch import torchrun
 
 torch = pytest.importorskip("torch")
@@ -28,36 +29,18 @@ pytest.importorskip("torch.distributed.fsdp")
 
 HERE = Path(__file__).resolve().parent
 RUNNER = HERE / "fsdp_penalty_run.py"
-ADDITIVE = ("w_sq", "dw_sq", "g_sq", "gw", "m_sq")
-RTOL = 1e-4  # of a tensor's largest magnitude: float32 re-association only (module doc)
 
 
 def _run(out: Path, *flags: str, ranks: int = 2) -> subprocess.CompletedProcess:
     return torchrun(RUNNER, str(out), *flags, ranks=ranks)
 
 
-def _load(out: Path, rank: int) -> dict:
-    return torch.load(out / f"rank{rank}.pt", weights_only=False)
-
-
-def _close(a, b) -> bool:
-    """``max |a - b| <= RTOL max |b|``, NaN where the other is NaN (a pruned group's statistics)."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape or not np.array_equal(np.isnan(a), np.isnan(b)):
-        return False
-    ok = ~np.isnan(b)
-    return bool(np.all(np.abs(a[ok] - b[ok]) <= RTOL * np.max(np.abs(b[ok]), initial=0.0)))
-
-
 def problems(run: dict, ref: dict) -> list[str]:
     """What differs between a sharded rank's scripted run and the single-process ``ref``."""
     if run["shapes"] != ref["shapes"]:
         return ["shapes"]
-    found = [f"parameter {n}" for n, p in ref["params"].items() if not _close(run["params"][n], p)]
-    found += [f"loss of step {i + 1}" for i, (a, b) in enumerate(zip(run["losses"], ref["losses"], strict=True))
-              if abs(a - b) > RTOL * abs(b)]
-    for a, b in zip(run["stats"], ref["stats"], strict=True):
-        found += [f"{f} of the report at step {b.step}" for f in ADDITIVE if not _close(getattr(a, f), getattr(b, f))]
+    found = [f"parameter {n}" for n, p in ref["params"].items() if not close(run["params"][n], p)]
+    found += trace_problems(run, ref)
     found += [] if run["events"] == ref["events"] else ["events"]
     return found + ([] if all(np.array_equal(a, b) for a, b in zip(run["lams"], ref["lams"], strict=True))
                     else ["strengths"])
@@ -79,7 +62,7 @@ def runs(tmp_path_factory):
     assert proc.returncode == 0, proc.stderr[-3000:]
     proc = _run(out / "sharded", "--budget")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return _load(out / "single", 0), (_load(out / "sharded", 0), _load(out / "sharded", 1))
+    return load(out / "single", 0), (load(out / "sharded", 0), load(out / "sharded", 1))
 
 
 def test_sharded_penalty_equals_the_single_process_penalty_on_both_ranks(runs):
@@ -127,7 +110,7 @@ def test_a_prox_on_unreduced_shard_norms_is_detected(runs, tmp_path):
     ref, _ = runs
     proc = _run(tmp_path / "m", "--mutant", "local-norms")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]  # a silent bug: only the check sees it
-    assert problems(_load(tmp_path / "m", 0)["scripted"], ref["scripted"]) != []
+    assert problems(load(tmp_path / "m", 0)["scripted"], ref["scripted"]) != []
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])

@@ -18,8 +18,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
+from fsdp_compare import close, load, trace_problems
 from launch import torchrun
 
 torch = pytest.importorskip("torch")
@@ -28,21 +28,10 @@ pytest.importorskip("torch.distributed.fsdp")
 
 HERE = Path(__file__).resolve().parent
 RUNNER = HERE / "fsdp_restore_run.py"
-ADDITIVE = ("w_sq", "dw_sq", "g_sq", "gw", "m_sq")
-RTOL = 1e-4  # of a tensor's largest magnitude: float32 re-association only (module doc)
 
 
 def _run(out: Path, *flags: str, ranks: int = 2) -> subprocess.CompletedProcess:
     return torchrun(RUNNER, str(out), *flags, ranks=ranks)
-
-
-def _close(a, b) -> bool:
-    """``max |a - b| <= RTOL max |b|``, NaN where the other is NaN (a pruned group's statistics)."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.shape != b.shape or not np.array_equal(np.isnan(a), np.isnan(b)):
-        return False
-    ok = ~np.isnan(b)
-    return bool(np.all(np.abs(a[ok] - b[ok]) <= RTOL * np.max(np.abs(b[ok]), initial=0.0)))
 
 
 def problems(run: dict, ref: dict) -> list[str]:
@@ -52,14 +41,11 @@ def problems(run: dict, ref: dict) -> list[str]:
     if restored != start or run["shapes"] != ref["shapes"]:
         return found + ["shapes after the restore differ from the original"]
     for n, p in ref["params"].items():
-        found += [] if _close(run["params"][n], p) else [f"parameter {n}"]
+        found += [] if close(run["params"][n], p) else [f"parameter {n}"]
     for n, stt in ref["optim"].items():
-        found += [f"optimizer {k} of {n}" for k, v in stt.items() if not _close(run["optim"][n][k], v)]
+        found += [f"optimizer {k} of {n}" for k, v in stt.items() if not close(run["optim"][n][k], v)]
     found += [] if set(run["optim"]) == set(ref["optim"]) else ["optimizer state of other parameters"]
-    found += [f"loss of step {i + 1}" for i, (a, b) in enumerate(zip(run["losses"], ref["losses"], strict=True))
-              if abs(a - b) > RTOL * abs(b)]
-    for a, b in zip(run["stats"], ref["stats"], strict=True):
-        found += [f"{f} of the report at step {b.step}" for f in ADDITIVE if not _close(getattr(a, f), getattr(b, f))]
+    found += trace_problems(run, ref)
     found += [] if run["round_trip_changed"] == [] else [f"round trip changed {run['round_trip_changed'][:3]}"]
     found += [] if run["sharded"] and run["n_units"] == 4 else ["not every block sharded again"]
     return found + ([] if run["held"] == [] and run["kinds"] == ["apply", "restore"] * 2 else ["records"])
@@ -74,8 +60,7 @@ def runs(tmp_path_factory):
     assert proc.returncode == 0, proc.stderr[-3000:]
     proc = _run(out / "sharded")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    load = lambda d, r: torch.load(out / d / f"rank{r}.pt", weights_only=False)  # noqa: E731
-    return load("single", 0), (load("sharded", 0), load("sharded", 1))
+    return load(out / "single", 0), (load(out / "sharded", 0), load(out / "sharded", 1))
 
 
 def test_restore_equals_the_single_process_restore_on_both_ranks(runs):
@@ -106,8 +91,8 @@ def test_broken_restores_are_detected(runs, tmp_path, mutant):
     ref, _ = runs
     proc = _run(tmp_path / "m", "--mutant", mutant, "--timeout", "10")
     if mutant == "one-rank":  # the ranks' collectives no longer match: the run must not finish cleanly
-        assert proc.returncode != 0 or any(problems(torch.load(tmp_path / "m" / f"rank{r}.pt", weights_only=False),
+        assert proc.returncode != 0 or any(problems(load(tmp_path / "m", r),
                                                     ref) for r in (0, 1))
         return
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]  # silent bugs: only the check sees them
-    assert problems(torch.load(tmp_path / "m" / "rank0.pt", weights_only=False), ref) != []
+    assert problems(load(tmp_path / "m", 0), ref) != []
