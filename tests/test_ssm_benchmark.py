@@ -40,11 +40,16 @@ def test_tiny_lm_end_to_end(tmp_path):
 
 
 def test_tiny_mqar_end_to_end(tmp_path):
-    rc = main(["--preset", "tiny", "--task", "mqar", "--arms", "small-scratch,random,smallest,frontier",
+    arms = {"small-scratch", "random", "random-reset", "smallest", "frontier", "lyactl-approx"}
+    rc = main(["--preset", "tiny", "--task", "mqar", "--arms", ",".join(sorted(arms)),
                "--seeds", "1", "--steps", "6", "--out", str(tmp_path), "--policy", "reset"])
     assert rc == 0
-    res = _check(tmp_path / "ssm_mqar.json", "mqar", "accuracy", {"small-scratch", "random", "smallest", "frontier"})
+    res = _check(tmp_path / "ssm_mqar.json", "mqar", "accuracy", arms)
     assert all(0.0 <= a["accuracy"] <= 1.0 for a in res["arms"])
+    by = {a["arm"]: a for a in res["arms"]}
+    assert by["lyactl-approx"]["policy"] == "approx" and by["random-reset"]["policy"] == "reset"
+    assert {c["optimizer_policy"] for c in by["random-reset"]["certificates"]} == {"reset"}
+    assert {c["optimizer_policy"] for c in by["random"]["certificates"]} == {"slice-exact"}
 
 
 def test_mqar_targets_are_the_values_of_repeated_keys():

@@ -144,3 +144,29 @@ def test_select_modes_refuses_bad_keep():
         select_modes(layer, None, [7], rule="x")
     with pytest.raises(InvalidArgumentError, match="r"):
         keep_top(np.ones(3), 0)
+
+
+@pytest.mark.parametrize("reset", [False, True])
+def test_select_modes_slices_or_resets_the_adam_state(reset):
+    torch.manual_seed(0)
+    m = SSMLM(SSMLMConfig(vocab_size=20, d_model=8, n_layer=1, n_state=6, chunk=4), seed=0)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
+    idx = torch.randint(0, 20, (2, 17))
+    for _ in range(3):
+        _adam_step(m, opt, idx)
+    layer = m.ssm_layers()[0]
+    before = {n: {k: v.clone() for k, v in opt.state[p].items()} for n, p in layer.named_parameters()}
+    keep = [0, 2, 5]
+    rec = select_modes(layer, opt, keep, rule="x", reset_optimizer=reset)
+    assert rec.policy == ("reset" if reset else "slice-exact")
+    for n, p in layer.named_parameters():
+        st_, old = opt.state[p], before[n]
+        if n == "D":  # not a state parameter: untouched either way
+            assert torch.equal(st_["exp_avg"], old["exp_avg"])
+            continue
+        ax = 1 if n.startswith("C") else 0
+        want = [torch.zeros_like(st_[k]) if reset else old[k].index_select(ax, torch.tensor(keep))
+                for k in ("exp_avg", "exp_avg_sq")]
+        assert torch.equal(st_["exp_avg"], want[0]) and torch.equal(st_["exp_avg_sq"], want[1]), n
+        assert float(st_["step"]) == (0.0 if reset else float(old["step"])), n
+    assert np.isfinite(_adam_step(m, opt, idx))

@@ -37,11 +37,12 @@ def paired(arms: list[dict[str, Any]], tokens: int, arm: str, ref: str) -> dict[
 
 def summary(doc: dict[str, Any]) -> dict[str, Any]:
     """Per token count: each arm's mean bpb, FLOPs ratio, training FLOPs; paired differences
-    against lyactl-distill; distance to scratch-full and the compute ratio to it."""
+    against lyactl-distill; distance to scratch-full and the compute ratio to it (None when the
+    run has no scratch-full arm, e.g. one made with ``--arms``)."""
     arms = doc["arms"]
-    full = next(a for a in arms if a["arm"] == "scratch-full")
+    full = next((a for a in arms if a["arm"] == "scratch-full"), None)
     out: dict[str, Any] = {"teacher_bpb": next(a["val_bpb"] for a in arms if a["arm"] == "teacher"),
-                           "scratch_full_bpb": full["val_bpb"], "scratch_full_train_flops": full["train_flops"],
+                           "scratch_full_bpb": full and full["val_bpb"], "scratch_full_train_flops": full and full["train_flops"],
                            "by_tokens": {}}
     for n in sorted({a["tokens"] for a in arms if a["arm"] in ARMS}):
         row: dict[str, Any] = {}
@@ -53,11 +54,10 @@ def summary(doc: dict[str, Any]) -> dict[str, Any]:
             for r in rs:
                 for k, v in r["certificates"].items():
                     certs[k] = certs.get(k, 0) + v
-            row[arm] = {"bpb_mean": float(np.mean([r["val_bpb"] for r in rs])), "n": len(rs),
-                        "flops_ratio": [round(r["flops_per_token_ratio"], 4) for r in rs],
-                        "train_flops_over_scratch_full": float(np.mean([r["train_flops"] for r in rs])) / full["train_flops"],
-                        "minus_scratch_full": float(np.mean([r["val_bpb"] for r in rs])) - full["val_bpb"],
-                        "certificates": certs}
+            bpb, flops = float(np.mean([r["val_bpb"] for r in rs])), float(np.mean([r["train_flops"] for r in rs]))
+            row[arm] = {"bpb_mean": bpb, "n": len(rs), "flops_ratio": [round(r["flops_per_token_ratio"], 4) for r in rs],
+                        "train_flops_over_scratch_full": full and flops / full["train_flops"],
+                        "minus_scratch_full": full and bpb - full["val_bpb"], "certificates": certs}
             if arm != "lyactl-distill":
                 row[arm]["lyactl_distill_minus_this"] = paired(arms, n, "lyactl-distill", arm)
         out["by_tokens"][str(n)] = row
@@ -75,7 +75,9 @@ def plot(doc: dict[str, Any], path: Path) -> None:
         pts = [(a["tokens"] / 1e6, a["val_bpb"]) for a in doc["arms"] if a["arm"] == arm]
         ax.scatter([p[0] * (1 + 0.03 * (i - 2)) for p in pts], [p[1] for p in pts], label=arm, s=18)
     for arm, style in (("teacher", "--"), ("scratch-full", ":")):
-        a = next(a for a in doc["arms"] if a["arm"] == arm)
+        a = next((a for a in doc["arms"] if a["arm"] == arm), None)
+        if a is None:
+            continue
         ax.axhline(a["val_bpb"], ls=style, c="k", lw=1, label=f"{arm} ({a['tokens'] / 1e6:.0f} M tokens)")
     ax.set_xscale("log")
     ax.set_xlabel("continued-training tokens (M)")

@@ -43,6 +43,7 @@ PRESETS = {  # teacher shape, teacher steps, batch, seq_len, vocab
     # what fits one 10-minute call with all arms: 8 blocks of d512 on 52 M tokens
     "h200-small": dict(d_model=512, n_layer=8, n_head=8, mlp_hidden=2048, steps=1600, batch=64, seq=512, vocab=8192),
 }
+ARMS = ("lyactl-distill", "oneshot-distill", "random", "lyactl", "scratch-same-tokens", "scratch-full")
 SOURCES = ("brown", "linux_doc", "mhcc", "milton", "python_doc", "shakespeare", "tdavid", "web_bible", "wordnet")
 
 
@@ -74,8 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-s", type=float, default=float("inf"))
     ap.add_argument("--no-freeze", action="store_true",
                     help="compress without freezing (a training-FLOPs budget): how compress.json was made")
+    ap.add_argument("--prior", choices=("none", "activation"), default="none",
+                    help="the lyactl arms rank by the original's activation importance (CompressConfig.prior)")
+    ap.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated subset of {ARMS}")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/compress.json"))
     args = ap.parse_args(argv)
+    bad = sorted(set(args.arms.split(",")) - set(ARMS))
+    if bad:
+        ap.error(f"--arms: expected names from {ARMS}, found {bad}")
     p, work, t_start = PRESETS[args.preset], args.out.parent / "compress-work", time.perf_counter()
     work.mkdir(parents=True, exist_ok=True)
     sources = SOURCES if args.corpus != DEMO_CORPUS_DIR else None
@@ -93,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
              "val_bpb": bpb(teacher), "train_flops": flops, "wall_s": wall, "certificates": {}}]
     gpu = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     meta = {"name": f"compress-{args.preset}", "gpu": gpu, "preset": p, "target": args.target,
-            "train_tokens_available": int(tokens.size), "val_docs": args.val_docs}
+            "train_tokens_available": int(tokens.size), "val_docs": args.val_docs,
+            "freeze": not args.no_freeze, "prior": args.prior}
     save = lambda: args.out.write_text(json.dumps({**meta, "arms": arms}, indent=1))  # noqa: E731
     save()
     within = lambda: time.perf_counter() - t_start < args.budget_s  # noqa: E731
@@ -113,24 +121,25 @@ def run_seed(teacher, tokens, tok, split, work, p, args, n, seed, bpb, within, s
              ("lyactl", "lyactl", None)]
     schedule: list = []
     for arm, method, tau in plans:
-        if not within() or (method == "replay" and shape is None):
+        if arm not in args.arms.split(",") or not within() or (method == "replay" and shape is None):
             continue
         student = GPT(teacher.config).to(args.device)
         student.load_state_dict(teacher.state_dict())
+        prior = args.prior if method == "lyactl" and args.prior != "none" else None
         cfg = CompressConfig(args.target, n, method=method, batch_size=p["batch"], seq_len=p["seq"], distill=tau,
-                             device=args.device, seed=seed, freeze=not args.no_freeze)
+                             device=args.device, seed=seed, freeze=not args.no_freeze, prior=prior)
         factory = (lambda b, cons: ReplayController(b.groups(), cons, schedule, random_scores(seed)))
         r = compress(student, batches, cfg, controller=factory if method == "replay" else None)
         if arm == "lyactl-distill":
             schedule = schedule_from_log([{"step": e.step, "decisions": [{"index": d.index, "action": d.action.value}
                                           for d in e.decisions]} for e in r.events], teacher_groups(teacher, cfg))
             shape = r.model
-        arms.append(record(arm, seed, r.record, bpb(r.model), _certificates(r)))
+        arms.append(record(arm, seed, r.record, bpb(r.model), _certificates(r)) | {"events": _events(r.events)})
         save()
     full = seed == 0 and n == args.tokens[0]
     for arm, steps in (("scratch-same-tokens", CompressConfig(args.target, n, batch_size=p["batch"],
                                                                seq_len=p["seq"]).steps), ("scratch-full", p["steps"])):
-        if shape is None or not within() or (arm == "scratch-full" and not full):
+        if arm not in args.arms.split(",") or shape is None or not within() or (arm == "scratch-full" and not full):
             continue
         torch.manual_seed(seed)
         scratch = GPT(teacher.config, shapes=shape.shapes(), d_live=shape.d_live).to(args.device)
@@ -149,10 +158,22 @@ def teacher_groups(teacher: GPT, cfg: CompressConfig) -> list:
     return list(TorchBackend(teacher, torch.optim.SGD(teacher.parameters(), lr=0.0), block=cfg.block).groups())
 
 
+def _events(events) -> list[dict]:
+    """Per controller event: its step and how many decisions of each action it made."""
+    out = []
+    for e in events:
+        counts: dict[str, int] = {}
+        for d in e.decisions:
+            counts[d.action.value] = counts.get(d.action.value, 0) + 1
+        out.append({"step": e.step, **counts})
+    return out
+
+
 def record(arm: str, seed: int, r: dict, val_bpb: float, certs: dict) -> dict:
     return {"arm": arm, "seed": seed, "tokens": r["tokens"], "flops_per_token_ratio": r["flops_per_token_ratio"],
             "val_bpb": val_bpb, "train_flops": r["train_flops"], "wall_s": r["wall_s"], "certificates": certs,
-            "reached_target": r["reached_target"]}
+            "reached_target": r["reached_target"], "frozen_blocks": r.get("frozen_blocks", 0),
+            "training_flops_saving": r.get("training_flops_saving", 0.0)}
 
 
 if __name__ == "__main__":

@@ -11,7 +11,9 @@ Arms (paired: one seed fixes the initialisation and the data order in every arm)
 * ``full``: N states per layer all along;
 * ``lyactl``: at ``cut_frac`` of training every LRU layer is replaced by its balanced
   truncation to ``2 r`` real states (``r = N * keep``), or to the rank of HSV energy
-  ``1 - tol`` with ``--tol``; Adam's state moved by ``--policy`` (:mod:`lyactl_torch.ssm.truncate`).
+  ``1 - tol`` with ``--tol``; Adam's state moved by ``--policy`` (:mod:`lyactl_torch.ssm.truncate`);
+  ``lyactl-approx``: the same with the ``"approx"`` policy (first moment mapped by the change
+  of basis, second moment under independence) whatever ``--policy`` says;
   The cut is decided and certified by :class:`lyactl_torch.ssm.StateTruncator` (the same path
   as a user's loop; no rollback guard, so the arms stay comparable); its certificates are
   re-verified by :func:`lyactl.control.decision_log.verify_certificate` (``"reverified"``);
@@ -19,6 +21,8 @@ Arms (paired: one seed fixes the initialisation and the data order in every arm)
 * ``random`` / ``smallest`` / ``magnitude``: at the same step keep ``r`` diagonal modes chosen at
   random, by the smallest modal HSV proxy (a sanity arm: it should lose), or by
   ``|C_i| |B_i| / (1 - |lam_i|)``; parameters and Adam state sliced exactly;
+  ``random-reset``: random's modes with the layers' Adam state reset as lyactl's ``"reset"``
+  policy does (the ablation that separates the choice of states from the optimizer state);
 * ``frontier``: state sizes ``N * f`` from scratch for ``f`` in the preset's ``frontier``.
 
 Each run records ``{"arm", "seed", "state_start", "state_final", "val_bpb" | "accuracy",
@@ -45,7 +49,8 @@ from lyactl_torch.ssm.truncate import hsv_proxy_scores, keep_top, magnitude_scor
 __all__ = ["PRESETS", "ARMS", "run_arm", "main"]
 
 _ROOT = Path(__file__).resolve().parents[2]
-ARMS = ("full", "lyactl", "small-scratch", "random", "smallest", "magnitude", "frontier")
+ARMS = ("full", "lyactl", "lyactl-approx", "small-scratch", "random", "random-reset", "smallest", "magnitude", "frontier")
+_CUT_ARMS = ("lyactl", "lyactl-approx", "random", "random-reset", "smallest", "magnitude")
 
 _TINY_MODEL = {"d_model": 16, "n_layer": 2, "n_state": 32, "mlp_hidden": 64, "chunk": 16}
 _H200_MODEL = {"d_model": 256, "n_layer": 4, "n_state": 1024, "mlp_hidden": 1024, "chunk": 64}
@@ -55,7 +60,8 @@ PRESETS: dict[str, dict] = {
                     "val_fraction": 0.2, "sources": None},
              "mqar": {"model": _TINY_MODEL, "seq_len": 48, "batch": 16, "steps": 30, "lr": 3e-3, "vocab": 64,
                       "pairs": 4, "val_batches": 2}},
-    # compile off on the H200: inductor fails on the scan there (torch 2.11: "-((0)) is not comparable")
+    # compile off by default on the H200: with dynamic shapes inductor failed on the scan there
+    # (torch 2.11: "-((0)) is not comparable"); ``--compile`` compiles with dynamic=False
     "h200": {"device": "cuda", "bf16": True, "compile": False, "cut_frac": 0.1, "keep": 0.25, "frontier": (0.5, 0.125),
              "lm": {"model": _H200_MODEL, "seq_len": 512, "batch": 32, "steps": 200, "lr": 2e-3, "val_limit": 10,
                     "val_fraction": 0.03, "sources": ("brown", "linux_doc", "mhcc", "milton", "python_doc",
@@ -87,19 +93,20 @@ def _surgery(arm: str, model: SSMLM, opt, r: int, seed: int, args) -> list[dict]
     """Cut every SSM layer to r modes by the arm's rule; the certificates."""
     certs = []
     for i, layer in enumerate(model.ssm_layers()):
-        score = {"random": random_scores(seed * 1000 + i), "magnitude": magnitude_scores,
-                 "smallest": hsv_proxy_scores}[arm](layer)
-        rec = select_modes(layer, opt, keep_top(score, r, largest=arm != "smallest"), rule=arm, name=f"ssm{i}")
+        score = {"random": random_scores(seed * 1000 + i), "random-reset": random_scores(seed * 1000 + i),
+                 "magnitude": magnitude_scores, "smallest": hsv_proxy_scores}[arm](layer)
+        rec = select_modes(layer, opt, keep_top(score, r, largest=arm != "smallest"), rule=arm.split("-")[0],
+                           name=f"ssm{i}", reset_optimizer=arm == "random-reset")
         certs.append(rec.certificate())
     return certs
 
 
-def _truncator(model: SSMLM, opt, r: int, cut: int, seq_len: int, args) -> StateTruncator:
+def _truncator(model: SSMLM, opt, r: int, cut: int, seq_len: int, args, opt_policy: str) -> StateTruncator:
     """The lyactl arm's cut: at step ``cut``, every LRU layer to ``2 r`` real states (or the HSV
     energy ``1 - tol``), decided and certified by the StateTruncator."""
     mode = {"mode": "rank", "keep": 2 * r} if args.tol is None else {"mode": "energy", "tau": args.tol}
     policy = StateTruncationPolicy(**mode, start_step=cut, last_step=cut, guard=None)
-    return StateTruncator(model, opt, policy, interval=cut, seq_len=seq_len, optimizer_policy=args.policy)
+    return StateTruncator(model, opt, policy, interval=cut, seq_len=seq_len, optimizer_policy=opt_policy)
 
 
 def _certificates(trunc: StateTruncator) -> list[dict]:
@@ -116,10 +123,11 @@ def run_arm(arm: str, seed: int, n_state: int, preset: dict, task: str, data, ar
     lr = lr or cfg_t["lr"]
     opt = _optimizer(model, lr)
     steps, T, Bsz = cfg_t["steps"], cfg_t["seq_len"], cfg_t["batch"]
-    cut = int(preset["cut_frac"] * steps) if arm in ("lyactl", "random", "smallest", "magnitude") else -1
+    cut = int(preset["cut_frac"] * steps) if arm in _CUT_ARMS else -1
     r = max(1, int(round(cfg_t["model"]["n_state"] * preset["keep"])))
-    trunc = _truncator(model, opt, r, max(1, cut), T, args) if arm == "lyactl" else None
-    fwd = torch.compile(model) if preset["compile"] else model
+    policy = "approx" if arm == "lyactl-approx" else args.policy
+    trunc = _truncator(model, opt, r, max(1, cut), T, args, policy) if arm.startswith("lyactl") else None
+    fwd = torch.compile(model, dynamic=False) if preset["compile"] else model
     batches = None
     if task == "lm":
         from lyactl_torch.corpus import Batches
@@ -150,7 +158,7 @@ def run_arm(arm: str, seed: int, n_state: int, preset: dict, task: str, data, ar
         flops += flops_per_token(model, T)["train"] * Bsz * T
         if trunc is not None and trunc.step(loss):  # after step `cut`, as the other arms' cut before step `cut`
             certs = _certificates(trunc)
-            fwd = torch.compile(model) if preset["compile"] else model  # shapes changed
+            fwd = torch.compile(model, dynamic=False) if preset["compile"] else model  # shapes changed
         if step % max(1, steps // 20) == 0 or step == steps - 1:
             losses.append([step, float(loss.detach())])
     if dev.type == "cuda":
@@ -161,7 +169,7 @@ def run_arm(arm: str, seed: int, n_state: int, preset: dict, task: str, data, ar
            "peak_mem": torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None,
            "state_share_start": share0, "state_share_final": state_share(model, T), "losses": losses,
            "certificates": certs, "cut_step": cut if cut >= 0 else None,
-           "policy": args.policy if arm == "lyactl" else None}
+           "policy": policy if arm.startswith("lyactl") else "reset" if arm == "random-reset" else None}
     rec.update(_evaluate(task, model, data, preset, dev, seed))
     return rec
 
@@ -224,10 +232,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", default=None, help="results file name (default ssm_<task>)")
     ap.add_argument("--steps", type=int, default=None, help="override the preset's training steps")
     ap.add_argument("--cut-frac", type=float, default=None, help="override the preset's cut step (fraction of training)")
+    ap.add_argument("--cache", type=Path, default=None, help="token cache folder (default OUT/cache_<preset>)")
+    ap.add_argument("--batch", type=int, default=None, help="override the preset's batch size")
+    ap.add_argument("--compile", action="store_true", help="torch.compile(dynamic=False); recompiled after a cut")
     args = ap.parse_args(argv)
-    preset = PRESETS[args.preset]
+    preset = PRESETS[args.preset] | ({"compile": True} if args.compile else {})
     if args.steps:
         preset = preset | {args.task: preset[args.task] | {"steps": args.steps}}
+    if args.batch:
+        preset = preset | {args.task: preset[args.task] | {"batch": args.batch}}
     if args.cut_frac is not None:
         if not 0.0 < args.cut_frac < 1.0:
             ap.error(f"--cut-frac: expected a number in (0, 1), found {args.cut_frac}")
@@ -242,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.task == "lm":
         c = preset["lm"]
         data = load_lm(args.data / "corpus", _ROOT / "benchmarks" / "results" / "tokenizer_bpe8192.json",
-                       args.out / f"cache_{args.preset}", c["val_fraction"], c["sources"])
+                       args.cache or args.out / f"cache_{args.preset}", c["val_fraction"], c["sources"])
     lrs = [float(x) for x in args.lrs.split(",") if x] or [None]
     runs: list[dict] = []
     t0 = time.perf_counter()

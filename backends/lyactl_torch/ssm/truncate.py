@@ -270,8 +270,13 @@ def keep_top(scores: np.ndarray, r: int, largest: bool = True) -> np.ndarray:
 
 
 def select_modes(layer: nn.Module, opt: torch.optim.Optimizer | None, keep: Sequence[int], *,
-                 rule: str, name: str = "", n_freq: int = 512) -> Surgery:
-    """Keep the diagonal modes ``keep`` (parameters and Adam moments sliced exactly). In place."""
+                 rule: str, name: str = "", n_freq: int = 512, reset_optimizer: bool = False) -> Surgery:
+    """Keep the diagonal modes ``keep`` (parameters and Adam moments sliced exactly). In place.
+
+    ``reset_optimizer``: zero the layer's Adam state instead (``m = v = 0``, ``step = 0``), as
+    the ``"reset"`` policy of :func:`balanced_surgery` does: an ablation that separates the
+    choice of states from what happens to the optimizer.
+    """
     if not isinstance(layer, (LRU, S4DReal)):
         raise InvalidArgumentError(bad_arg("layer", "an LRU or S4DReal layer", type(layer).__name__))
     idx = np.asarray(sorted(set(int(i) for i in keep)))
@@ -284,13 +289,14 @@ def select_modes(layer: nn.Module, opt: torch.optim.Optimizer | None, keep: Sequ
     names = [n for n in _AXES if hasattr(layer, n)]
     vals = {n: torch.index_select(getattr(layer, n).detach(), _AXES[n], torch.as_tensor(idx, device=getattr(layer, n).device)) for n in names}
     moments: dict = {}
-    if opt is not None:
+    if opt is not None and not reset_optimizer:
         for n in names:
             st = opt.state.get(getattr(layer, n))
             if st:
                 sel = torch.as_tensor(idx, device=st["exp_avg"].device)
                 moments[n] = (st["exp_avg"].index_select(_AXES[n], sel), st["exp_avg_sq"].index_select(_AXES[n], sel))
-    _swap(layer, vals, opt, moments, reset=False)
+    _swap(layer, vals, opt, moments, reset=reset_optimizer)
     error = measured_error(full, balance_torch.diagonal_modes(layer), n_freq, layer.nu_log.device)
     return Surgery(name, rule, N, len(idx), tuple(int(i) for i in idx), (), tuple(float(t) for t in terms[dropped]),
-                   float(terms[dropped].sum()), error, "sum(modal H-inf norms dropped)", "slice-exact")
+                   float(terms[dropped].sum()), error, "sum(modal H-inf norms dropped)",
+                   "reset" if reset_optimizer else "slice-exact")
