@@ -26,6 +26,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from lyactl.control.baselines import ReplayController, random_scores, schedule_from_log
@@ -134,7 +135,8 @@ def run_seed(teacher, tokens, tok, split, work, p, args, n, seed, bpb, within, s
             schedule = schedule_from_log([{"step": e.step, "decisions": [{"index": d.index, "action": d.action.value}
                                           for d in e.decisions]} for e in r.events], teacher_groups(teacher, cfg))
             shape = r.model
-        arms.append(record(arm, seed, r.record, bpb(r.model), _certificates(r)) | {"events": _events(r.events)})
+        arms.append(record(arm, seed, r.record, bpb(r.model), _certificates(r))
+                    | {"events": _events(r.events), "monitors": _monitor_trace(r.outputs)})
         save()
     full = seed == 0 and n == args.tokens[0]
     for arm, steps in (("scratch-same-tokens", CompressConfig(args.target, n, batch_size=p["batch"],
@@ -167,6 +169,20 @@ def _events(events) -> list[dict]:
             counts[d.action.value] = counts.get(d.action.value, 0) + 1
         out.append({"step": e.step, **counts})
     return out
+
+
+def _monitor_trace(outputs) -> list[dict]:
+    """Per controller report: ``{monitor: [groups seen, holding, unknown]}`` (why a certificate
+    kind did or did not fire; HARMLESS and BOUNDED monitors see only the groups where they could
+    change a decision)."""
+    trace = []
+    for out in outputs:
+        row = {}
+        for res in getattr(out, "results", ()):
+            m = res.margin
+            row[res.monitor.name] = [int(m.size), int((m > 0).sum()), int(np.isnan(m).sum())]
+        trace.append(row)
+    return trace
 
 
 def record(arm: str, seed: int, r: dict, val_bpb: float, certs: dict) -> dict:

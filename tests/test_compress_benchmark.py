@@ -1,0 +1,47 @@
+"""The compression benchmark's tiny preset runs end to end on CPU: the results schema, the arm
+subset, the per-event and per-report records, and the report's paired summary."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("tokenizers")
+
+from benchmarks.compress.report import summary  # noqa: E402
+from benchmarks.compress.run import main  # noqa: E402
+
+
+def test_tiny_compress_arms_events_and_monitor_trace(tmp_path):
+    out = tmp_path / "compress.json"
+    rc = main(["--preset", "tiny", "--tokens", "12000", "--seeds", "2", "--arms", "lyactl-distill,oneshot-distill",
+               "--out", str(out)])
+    assert rc == 0
+    doc = json.loads(out.read_text())
+    assert doc["freeze"] is True and doc["prior"] == "none"
+    arms = [a for a in doc["arms"] if a["arm"] != "teacher"]
+    assert sorted({a["arm"] for a in arms}) == ["lyactl-distill", "oneshot-distill"] and len(arms) == 4
+    for a in arms:
+        assert a["flops_per_token_ratio"] <= 0.5 + 1e-9 and a["reached_target"]
+        pruned = sum(e.get("prune", 0) for e in a["events"])
+        assert 0 < pruned <= sum(a["certificates"].values())  # a freeze may carry two certificate kinds
+    lyactl = next(a for a in arms if a["arm"] == "lyactl-distill")
+    assert lyactl["monitors"] and all(isinstance(r, dict) for r in lyactl["monitors"])
+    for row in lyactl["monitors"]:
+        for seen, holds, unknown in row.values():
+            assert 0 <= holds + unknown <= seen
+    for a in arms:
+        if a["arm"] == "oneshot-distill":  # one event at step 0, one certificate per removed group
+            assert [e["step"] for e in a["events"]] == [0]
+            assert a["events"][0]["prune"] == sum(a["certificates"].values())
+    s = summary(doc)  # no scratch-full arm: the report still pairs what is there
+    assert s["scratch_full_bpb"] is None
+    row = next(iter(s["by_tokens"].values()))
+    assert row["oneshot-distill"]["lyactl_distill_minus_this"]["n"] == 2
+
+
+def test_unknown_arm_is_refused(tmp_path):
+    with pytest.raises(SystemExit):
+        main(["--preset", "tiny", "--arms", "lyactl,bogus", "--out", str(tmp_path / "c.json")])
