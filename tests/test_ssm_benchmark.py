@@ -40,7 +40,7 @@ def test_tiny_lm_end_to_end(tmp_path):
 
 
 def test_tiny_mqar_end_to_end(tmp_path):
-    arms = {"small-scratch", "random", "random-reset", "smallest", "frontier", "lyactl-approx"}
+    arms = {"small-scratch", "random", "random-reset", "smallest", "horizon", "frontier", "lyactl-approx"}
     rc = main(["--preset", "tiny", "--task", "mqar", "--arms", ",".join(sorted(arms)),
                "--seeds", "1", "--steps", "6", "--out", str(tmp_path), "--policy", "reset"])
     assert rc == 0

@@ -170,3 +170,29 @@ def test_select_modes_slices_or_resets_the_adam_state(reset):
         assert torch.equal(st_["exp_avg"], want[0]) and torch.equal(st_["exp_avg_sq"], want[1]), n
         assert float(st_["step"]) == (0.0 if reset else float(old["step"])), n
     assert np.isfinite(_adam_step(m, opt, idx))
+
+
+@settings(max_examples=15, deadline=None)
+@given(N=st.integers(2, 12), seed=st.integers(0, 2**10), T=st.integers(1, 400))
+def test_horizon_scores_are_time_limited_hsv_proxies(N, seed, T):
+    """``sqrt(P_ii(T) Q_ii(T))`` from the finite sums, below the infinite-horizon proxy, at most
+    ``T |C_i||B_i|``, increasing in T, equal to the proxy in the limit."""
+    from lyactl_torch.ssm.truncate import horizon_scores
+
+    layer = _lru(2, N, seed, r_min=0.5, r_max=0.999)
+    lam, B, C, _ = layer.system()
+    k = np.arange(T)[:, None]
+    direct = np.linalg.norm(C, axis=0) * np.linalg.norm(B, axis=1) * (np.abs(lam)[None] ** (2 * k)).sum(0)
+    s = horizon_scores(T)(layer)
+    assert np.allclose(s, direct, rtol=1e-9)
+    inf = hsv_proxy_scores(layer)
+    assert np.all(s <= inf * (1 + 1e-12)) and np.all(s <= T * np.linalg.norm(C, axis=0) * np.linalg.norm(B, axis=1) * (1 + 1e-12))
+    assert np.all(horizon_scores(T + 1)(layer) >= s)
+    assert np.allclose(horizon_scores(10**7)(layer), inf, rtol=1e-6)
+
+
+def test_horizon_scores_refuse_a_bad_horizon():
+    from lyactl_torch.ssm.truncate import horizon_scores
+
+    with pytest.raises(InvalidArgumentError, match="T"):
+        horizon_scores(0)

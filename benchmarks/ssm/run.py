@@ -23,6 +23,8 @@ Arms (paired: one seed fixes the initialisation and the data order in every arm)
   ``|C_i| |B_i| / (1 - |lam_i|)``; parameters and Adam state sliced exactly;
   ``random-reset``: random's modes with the layers' Adam state reset as lyactl's ``"reset"``
   policy does (the ablation that separates the choice of states from the optimizer state);
+  ``horizon``: the ``r`` modes with the largest HSV proxy over the sequence length (time-limited
+  Gramians, :func:`lyactl_torch.ssm.truncate.horizon_scores`), sliced exactly;
 * ``frontier``: state sizes ``N * f`` from scratch for ``f`` in the preset's ``frontier``.
 
 Each run records ``{"arm", "seed", "state_start", "state_final", "val_bpb" | "accuracy",
@@ -44,13 +46,15 @@ from lyactl_torch.ssm.lm import SSMLM, SSMLMConfig, flops_per_token, state_share
 from lyactl.control.decision_log import verify_certificate
 from lyactl.control.state_truncation import StateTruncationPolicy
 from lyactl_torch.ssm import StateTruncator
-from lyactl_torch.ssm.truncate import hsv_proxy_scores, keep_top, magnitude_scores, random_scores, select_modes
+from lyactl_torch.ssm.truncate import (horizon_scores, hsv_proxy_scores, keep_top, magnitude_scores, random_scores,
+                                       select_modes)
 
 __all__ = ["PRESETS", "ARMS", "run_arm", "main"]
 
 _ROOT = Path(__file__).resolve().parents[2]
-ARMS = ("full", "lyactl", "lyactl-approx", "small-scratch", "random", "random-reset", "smallest", "magnitude", "frontier")
-_CUT_ARMS = ("lyactl", "lyactl-approx", "random", "random-reset", "smallest", "magnitude")
+ARMS = ("full", "lyactl", "lyactl-approx", "small-scratch", "random", "random-reset", "smallest", "magnitude", "horizon",
+        "frontier")
+_CUT_ARMS = ("lyactl", "lyactl-approx", "random", "random-reset", "smallest", "magnitude", "horizon")
 
 _TINY_MODEL = {"d_model": 16, "n_layer": 2, "n_state": 32, "mlp_hidden": 64, "chunk": 16}
 _H200_MODEL = {"d_model": 256, "n_layer": 4, "n_state": 1024, "mlp_hidden": 1024, "chunk": 64}
@@ -89,12 +93,13 @@ def _lr_at(step: int, steps: int, lr: float) -> float:
     return lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
 
 
-def _surgery(arm: str, model: SSMLM, opt, r: int, seed: int, args) -> list[dict]:
+def _surgery(arm: str, model: SSMLM, opt, r: int, seed: int, seq_len: int) -> list[dict]:
     """Cut every SSM layer to r modes by the arm's rule; the certificates."""
     certs = []
     for i, layer in enumerate(model.ssm_layers()):
         score = {"random": random_scores(seed * 1000 + i), "random-reset": random_scores(seed * 1000 + i),
-                 "magnitude": magnitude_scores, "smallest": hsv_proxy_scores}[arm](layer)
+                 "magnitude": magnitude_scores, "smallest": hsv_proxy_scores,
+                 "horizon": horizon_scores(seq_len)}[arm](layer)
         rec = select_modes(layer, opt, keep_top(score, r, largest=arm != "smallest"), rule=arm.split("-")[0],
                            name=f"ssm{i}", reset_optimizer=arm == "random-reset")
         certs.append(rec.certificate())
@@ -140,7 +145,7 @@ def run_arm(arm: str, seed: int, n_state: int, preset: dict, task: str, data, ar
     t0 = time.perf_counter()
     for step in range(steps):
         if step == cut and trunc is None:
-            certs = _surgery(arm, model, opt, r, seed, args)
+            certs = _surgery(arm, model, opt, r, seed, T)
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, steps, lr) * g.get("lr_scale", 1.0)
         if task == "lm":

@@ -13,7 +13,8 @@ balanced one) and the record gives, per rule, quantiles of the kept modes' memor
 ``1 / (1 - |lam|)`` (steps) and the share of modes that are slow (``|lam| > 0.99``) or real
 (the balanced reduction yields real eigenvalues, stored with the phase clamp ``THETA_MIN``).
 Rules: ``full``; ``random`` (uniform); ``magnitude`` (``|C_i||B_i|/(1-|lam_i|)``, largest);
-``smallest`` (the HSV proxy ``|C_i||B_i|/(1-|lam_i|^2)``, smallest); ``balanced`` (the
+``smallest`` (the HSV proxy ``|C_i||B_i|/(1-|lam_i|^2)``, smallest); ``horizon`` (the same
+proxy over the 512-step sequence, largest: :func:`~lyactl_torch.ssm.truncate.horizon_scores`); ``balanced`` (the
 re-diagonalised eigenvalues of the balanced truncation of the real-output system, the
 lyactl arm). CPU, float64, seconds.
 """
@@ -29,7 +30,7 @@ import torch
 
 from lyactl_torch.ssm import balance_torch
 from lyactl_torch.ssm.lru import LRU, LRUConfig
-from lyactl_torch.ssm.truncate import hsv_proxy_scores, keep_top, magnitude_scores
+from lyactl_torch.ssm.truncate import horizon_scores, hsv_proxy_scores, keep_top, magnitude_scores
 
 __all__ = ["spectra", "main"]
 
@@ -45,7 +46,7 @@ def _describe(lam: np.ndarray) -> dict:
             "share_real": float(np.mean(np.abs(np.angle(lam)) < 1e-9) if lam.size else 0.0)}
 
 
-def spectra(N: int, H: int, keep: float, seed: int) -> dict:
+def spectra(N: int, H: int, keep: float, seed: int, seq: int = 512) -> dict:
     """The five rules' kept spectra for one freshly initialised layer."""
     layer = LRU(LRUConfig(H, N), torch.Generator().manual_seed(seed)).double()
     lam = layer.system()[0]
@@ -54,7 +55,8 @@ def spectra(N: int, H: int, keep: float, seed: int) -> dict:
     out = {"full": _describe(lam),
            "random": _describe(lam[np.sort(rng.permutation(N)[:r])]),
            "magnitude": _describe(lam[keep_top(magnitude_scores(layer), r)]),
-           "smallest": _describe(lam[keep_top(hsv_proxy_scores(layer), r, largest=False)])}
+           "smallest": _describe(lam[keep_top(hsv_proxy_scores(layer), r, largest=False)]),
+           "horizon": _describe(lam[keep_top(horizon_scores(seq)(layer), r)])}
     tr = balance_torch.lru_truncation(*balance_torch.diagonal_modes(layer), rank=2 * r)
     out["balanced"] = _describe(np.asarray(tr.A))
     hsv = np.asarray(tr.hsv)

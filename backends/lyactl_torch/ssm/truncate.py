@@ -69,7 +69,7 @@ from lyactl_torch.ssm.lru import LRU
 from lyactl_torch.ssm.s4d import S4DReal
 
 __all__ = ["Surgery", "balanced_surgery", "select_modes", "measured_error", "magnitude_scores",
-           "hsv_proxy_scores", "random_scores", "keep_top", "THETA_MIN"]
+           "hsv_proxy_scores", "horizon_scores", "random_scores", "keep_top", "THETA_MIN"]
 
 THETA_MIN = 1e-12
 """Smallest phase written back: a real reduced eigenvalue (theta = 0) cannot be stored as
@@ -254,6 +254,24 @@ def hsv_proxy_scores(layer: nn.Module) -> np.ndarray:
     """Per mode ``sqrt(P_ii Q_ii) = |C_i| |B_i| / (1 - |lam_i|^2)``: the HSV of the mode alone."""
     lam, B, C, _ = layer.system()
     return np.linalg.norm(C, axis=0) * np.linalg.norm(B, axis=1) / (1.0 - np.abs(lam) ** 2)
+
+
+def horizon_scores(T: int) -> Callable[[nn.Module], np.ndarray]:
+    """Per mode the HSV proxy over a finite horizon of ``T`` steps (time-limited Gramians):
+    ``sqrt(P_ii(T) Q_ii(T)) = |C_i| |B_i| (1 - |lam_i|^(2T)) / (1 - |lam_i|^2)``, with
+    ``P(T) = sum_{k<T} A^k B B^H A^kH``. For ``T -> inf`` it is :func:`hsv_proxy_scores`; for
+    modes slower than the horizon it saturates at ``~T |C_i||B_i|``, so a mode whose memory
+    exceeds the sequence length is not ranked by a memory it cannot use (the infinite-horizon
+    Gramian grows like ``1/(1-|lam|^2)``)."""
+    if not (isinstance(T, int) and T >= 1):
+        raise InvalidArgumentError(bad_arg("T", "an int >= 1", T))
+
+    def scores(layer: nn.Module) -> np.ndarray:
+        lam, B, C, _ = layer.system()
+        r2 = np.abs(lam) ** 2
+        return np.linalg.norm(C, axis=0) * np.linalg.norm(B, axis=1) * -np.expm1(T * np.log(r2)) / (1.0 - r2)
+
+    return scores
 
 
 def random_scores(seed: int) -> Callable[[nn.Module], np.ndarray]:
