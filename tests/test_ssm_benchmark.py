@@ -60,3 +60,19 @@ def test_mqar_targets_are_the_values_of_repeated_keys():
         assert len(pos) == 5 and all(pos >= 10)
         assert all(pairs[int(x[b, p])] == int(y[b, p]) for p in pos)
     assert (mqar_batch(0, 3, 4, 40, 5, 64)[0] == x).all()
+
+
+def test_hsv_trace_records_a_certificate_that_holds(tmp_path):
+    from benchmarks.ssm.hsv_trace import main as trace_main
+
+    out = tmp_path / "trace.json"
+    assert trace_main(["--preset", "tiny", "--data", str(_FIXTURES), "--steps", "4", "--every", "2",
+                       "--cache", str(tmp_path / "cache"), "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert [t["step"] for t in res["trace"]] == [0, 2, 4]
+    assert res["trace"][0]["train_loss"] is None and res["trace"][-1]["train_loss"] > 0
+    for t in res["trace"]:
+        assert len(t["layers"]) == 2
+        for lay in t["layers"]:
+            assert 0.0 < lay["discarded_share"] < 1.0 and lay["hsv_top"] >= lay["hsv_at_rank"] > 0
+            assert lay["error"] <= lay["bound"] * (1 + 1e-6) and lay["bound_over_error"] >= 1 - 1e-6
