@@ -36,18 +36,29 @@ __all__ = ["margins", "main"]
 OUT = Path(__file__).resolve().parents[1] / "results" / "freeze_margin_cpu.json"
 
 
-def margins(window, lr_to_come: float, eps: float = 1e-3) -> dict | None:
-    """``|g| R_sched / tol`` over the groups with finite statistics (module docstring)."""
+def margins(window, lr_to_come: float, eps: float = 1e-3, beta1: float = 0.9) -> dict | None:
+    """``|g| R_sched / tol`` over the groups with finite statistics (module docstring), and the
+    same with the mean gradient ``|mu|`` in place of ``|g|``: ``mu`` estimated from Adam's first
+    moment over the window, ``|mu|^2 ~ max(0, mean(m_sq) - c mean(g_sq)) / (1 - c)`` with
+    ``c = (1 - beta1)/(1 + beta1)``, the share of a gradient's noise that an EMA keeps (white noise,
+    a stationary mean: an estimate, not a bound)."""
     lrs, Ks = window.scalar("lr"), window.scalar("interval")
+    c = (1 - beta1) / (1 + beta1)
     with np.errstate(all="ignore"):
         s = np.max(np.sqrt(window.field("dw_sq")) / (Ks[:, None] * lrs[:, None]), axis=0)
-        first = np.sqrt(window.field("g_sq")[-1]) * s * lr_to_come
+        R = s * lr_to_come
+        first = np.sqrt(window.field("g_sq")[-1]) * R
+        mu = np.sqrt(np.maximum(0.0, window.field("m_sq").mean(0) - c * window.field("g_sq").mean(0)) / (1 - c))
+        first_mu = mu * R
     tol = eps * abs(float(window.scalar("loss")[-1])) / window.n_total
-    ratio = first[np.isfinite(first) & (first > 0)] / tol
-    if ratio.size == 0:
+    live = np.isfinite(first) & (first > 0) & np.isfinite(first_mu)
+    if not live.any():
         return None
-    return {"tol": tol, "lr_to_come": lr_to_come, "groups": int(ratio.size),
-            "ratio_min": float(ratio.min()), "ratio_median": float(np.median(ratio))}
+    ratio, ratio_mu = first[live] / tol, first_mu[live] / tol
+    return {"tol": tol, "lr_to_come": lr_to_come, "groups": int(live.sum()),
+            "ratio_min": float(ratio.min()), "ratio_median": float(np.median(ratio)),
+            "mean_grad_ratio_min": float(ratio_mu.min()), "mean_grad_ratio_median": float(np.median(ratio_mu)),
+            "below_tol_with_mean_grad": int((ratio_mu < 1).sum())}
 
 
 def main() -> list[dict]:
