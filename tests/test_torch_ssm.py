@@ -15,7 +15,7 @@ from lyactl.errors import InvalidArgumentError, ShapeError  # noqa: E402
 from lyactl_torch.ssm.lm import SSMLM, SSMLMConfig, flops_per_token, state_share  # noqa: E402
 from lyactl_torch.ssm.lru import LRU, LRUConfig  # noqa: E402
 from lyactl_torch.ssm.s4d import S4DReal, S4DRealConfig  # noqa: E402
-from lyactl_torch.ssm.scan import chunked_scan, chunked_scan_real, naive_scan  # noqa: E402
+from lyactl_torch.ssm.scan import chunked_scan, chunked_scan_real, chunked_scan_state_major, naive_scan  # noqa: E402
 
 
 @settings(max_examples=25, deadline=None)
@@ -31,6 +31,10 @@ def test_chunked_scan_matches_the_loop(B, T, N, chunk, gap, seed):
     x_re, x_im = chunked_scan(torch.log(r).float(), w.float(), b.real.float(), b.imag.float(), chunk)
     err = (torch.complex(x_re, x_im).to(torch.complex128) - ref).abs().max()
     assert err <= 1e-4 * (1 + ref.abs().max())
+    s_re, s_im = chunked_scan_state_major(torch.log(r).float(), w.float(), b.real.float().permute(2, 0, 1).contiguous(),
+                                          b.imag.float().permute(2, 0, 1).contiguous(), chunk)
+    err = (torch.complex(s_re, s_im).permute(1, 2, 0).to(torch.complex128) - ref).abs().max()
+    assert err <= 1e-4 * (1 + ref.abs().max())
     xr = chunked_scan_real(torch.log(r).float(), b.real.float(), chunk)
     ref_r = naive_scan(r.to(torch.complex128), b.real.to(torch.complex128)).real
     assert (xr.double() - ref_r).abs().max() <= 1e-4 * (1 + ref_r.abs().max())
@@ -42,6 +46,10 @@ def test_scan_refuses_bad_arguments():
         chunked_scan(torch.zeros(3), torch.zeros(3), z, z, chunk=1)
     with pytest.raises(ShapeError, match="b_re"):
         chunked_scan(torch.zeros(4), torch.zeros(4), z, z)
+    with pytest.raises(ShapeError, match="b_re"):
+        chunked_scan_state_major(torch.zeros(3), torch.zeros(3), z, z)
+    with pytest.raises(InvalidArgumentError, match="chunk"):
+        chunked_scan_state_major(torch.zeros(2), torch.zeros(2), z, z, chunk=1)
 
 
 def _simulate(lam, B, C, D, u):
@@ -120,3 +128,25 @@ def test_lm_compiles():
     out = torch.compile(m, backend="aot_eager")(idx)
     assert torch.allclose(out, ref, atol=1e-5)
     out.sum().backward()
+
+
+@settings(max_examples=10, deadline=None)
+@given(Bt=st.integers(1, 3), T=st.integers(1, 70), N=st.integers(1, 5), H=st.integers(1, 4), seed=st.integers(0, 2**10))
+def test_state_major_layout_is_the_same_layer(Bt, T, N, H, seed):
+    """LRU(layout="state") == LRU(layout="time") with the same parameters: outputs and gradients."""
+    g = torch.Generator().manual_seed(seed)
+    a = LRU(LRUConfig(H, N, chunk=8, layout="time"), g).double()
+    b = LRU(LRUConfig(H, N, chunk=8, layout="state"), torch.Generator()).double()
+    b.load_state_dict(a.state_dict())
+    u = torch.randn(Bt, T, H, generator=g, dtype=torch.float64)
+    ya, yb = a(u), b(u)
+    assert torch.allclose(ya, yb, rtol=1e-5, atol=1e-6 * (1 + float(ya.detach().abs().max())))
+    ya.square().sum().backward()
+    yb.square().sum().backward()
+    for (n, pa), pb in zip(a.named_parameters(), b.parameters()):
+        assert torch.allclose(pa.grad, pb.grad, rtol=1e-4, atol=1e-6 * (1 + float(pa.grad.abs().max()))), n
+
+
+def test_layout_is_validated():
+    with pytest.raises(InvalidArgumentError, match="layout"):
+        LRUConfig(4, 4, layout="spiral")

@@ -239,9 +239,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cut-frac", type=float, default=None, help="override the preset's cut step (fraction of training)")
     ap.add_argument("--cache", type=Path, default=None, help="token cache folder (default OUT/cache_<preset>)")
     ap.add_argument("--batch", type=int, default=None, help="override the preset's batch size")
+    ap.add_argument("--scan-layout", choices=("state", "time"), default="state",
+                    help="the LRU scan's memory layout (records before 2026-12-02 late: time)")
     ap.add_argument("--compile", action="store_true", help="torch.compile(dynamic=False); recompiled after a cut")
     args = ap.parse_args(argv)
     preset = PRESETS[args.preset] | ({"compile": True} if args.compile else {})
+    preset = preset | {t: preset[t] | {"model": preset[t]["model"] | {"scan_layout": args.scan_layout}} for t in ("lm", "mqar")}
     if args.steps:
         preset = preset | {args.task: preset[args.task] | {"steps": args.steps}}
     if args.batch:

@@ -1,16 +1,17 @@
 """Does a state cut become step time? Training-step time of the SSM language model per state
-size, batch and compilation mode, with a kernel profile of one step (issue 14's wall-clock
+size, batch, scan layout and compilation mode, with a kernel profile of one step (issue 14's wall-clock
 target).
 
     python -m benchmarks.ssm.step_time --device cuda --out /tmp/ssm_step_time.json
     python -m benchmarks.ssm.step_time --device cpu --states 32 8 --batches 2 --d-model 16 --steps 2
 
-For each ``(n_state, batch, mode)``: an :class:`~lyactl_torch.ssm.lm.SSMLM` of the h200 preset's
+For each ``(mode, layout, batch, n_state)``: an :class:`~lyactl_torch.ssm.lm.SSMLM` of the h200 preset's
 shape (4 blocks, d 256, MLP 1024, vocab 8192, sequence 512) on random tokens, AdamW, bf16
 autocast on CUDA; ``--warmup`` steps, then the mean of ``--steps`` timed steps (forward,
 backward, clip, optimizer step; the device synchronised once around the timed block). Modes:
 ``eager``; ``compile`` (``torch.compile(model, dynamic=False)``; a failure is recorded with its
-message, not raised). The record also has the model's counted training FLOPs per token, so
+message, not raised). Layouts: the LRU scan time-major (``"time"``, the default) or state-major
+(``"state"``, :func:`~lyactl_torch.ssm.scan.chunked_scan_state_major`). The record also has the model's counted training FLOPs per token, so
 ``tokens/s x FLOPs/token`` says how far from the FLOP count the step is, and, for the first
 configuration, the 15 kernels with the most device time in one profiled step.
 """
@@ -18,6 +19,7 @@ configuration, the 15 kernels with the most device time in one profiled step.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from pathlib import Path
@@ -96,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--states", type=int, nargs="+", default=[1024, 256])
     ap.add_argument("--batches", type=int, nargs="+", default=[32, 128])
     ap.add_argument("--modes", nargs="+", choices=("eager", "compile"), default=["eager", "compile"])
+    ap.add_argument("--layouts", nargs="+", choices=("time", "state"), default=["time", "state"],
+                    help="the LRU scan's memory layout (SSMLMConfig.scan_layout)")
     ap.add_argument("--d-model", type=int, default=256)
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--vocab", type=int, default=8192)
@@ -105,20 +109,19 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     dev = torch.device(args.device)
     rows = []
-    for mode in args.modes:
-        for B in args.batches:
-            for N in args.states:
-                cfg = SSMLMConfig(vocab_size=args.vocab, d_model=args.d_model, n_layer=4, n_state=N,
-                                  mlp_hidden=4 * args.d_model, chunk=64)
-                rows.append({"mode": mode, "batch": B, "n_state": N}
-                            | step_time(cfg, B, args.seq, mode, dev, args.warmup, args.steps))
-                print(json.dumps(rows[-1]), flush=True)
+    for mode, layout, B, N in itertools.product(args.modes, args.layouts, args.batches, args.states):
+        cfg = SSMLMConfig(vocab_size=args.vocab, d_model=args.d_model, n_layer=4, n_state=N,
+                          mlp_hidden=4 * args.d_model, chunk=64, scan_layout=layout)
+        rows.append({"mode": mode, "layout": layout, "batch": B, "n_state": N}
+                    | step_time(cfg, B, args.seq, mode, dev, args.warmup, args.steps))
+        print(json.dumps(rows[-1]), flush=True)
     cfg0 = SSMLMConfig(vocab_size=args.vocab, d_model=args.d_model, n_layer=4, n_state=args.states[0],
-                       mlp_hidden=4 * args.d_model, chunk=64)
+                       mlp_hidden=4 * args.d_model, chunk=64, scan_layout=args.layouts[0])
     prof = kernel_profile(cfg0, args.batches[0], args.seq, dev)
     result = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
               "torch": torch.__version__, "seq": args.seq, "d_model": args.d_model, "rows": rows,
-              "profile": {"n_state": args.states[0], "batch": args.batches[0], "kernels": prof}}
+              "profile": {"n_state": args.states[0], "batch": args.batches[0], "layout": args.layouts[0],
+                          "kernels": prof}}
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1))

@@ -37,7 +37,9 @@ __all__ = ["SSMLMConfig", "SSMLM", "SSMBlock", "flops_per_token", "state_share"]
 
 @dataclass(frozen=True)
 class SSMLMConfig:
-    """Shapes of an :class:`SSMLM` (``n_state`` is the starting state size of every layer)."""
+    """Shapes of an :class:`SSMLM` (``n_state`` is the starting state size of every layer);
+    ``scan_layout``: the LRU scan's memory layout (:class:`~lyactl_torch.ssm.lru.LRUConfig`,
+    the same outputs either way)."""
 
     vocab_size: int
     d_model: int
@@ -50,6 +52,7 @@ class SSMLMConfig:
     chunk: int = 64
     r_min: float = 0.9
     r_max: float = 0.999
+    scan_layout: Literal["time", "state"] = "state"
 
     @property
     def hidden(self) -> int:
@@ -97,7 +100,7 @@ class SSMBlock(nn.Module):
 
 def _ssm(cfg: SSMLMConfig, g: torch.Generator | None) -> nn.Module:
     if cfg.kind == "lru":
-        return LRU(LRUConfig(cfg.d_model, cfg.n_state, cfg.r_min, cfg.r_max, chunk=cfg.chunk), g)
+        return LRU(LRUConfig(cfg.d_model, cfg.n_state, cfg.r_min, cfg.r_max, chunk=cfg.chunk, layout=cfg.scan_layout), g)
     if cfg.kind == "s4d":
         return S4DReal(S4DRealConfig(cfg.d_model, cfg.n_state, r_max=cfg.r_max, chunk=cfg.chunk), g)
     raise InvalidArgumentError(bad_arg("kind", "'lru' or 's4d'", cfg.kind))

@@ -21,20 +21,27 @@ map is ``z * C (zI - A)^-1 B`` (one step of lead), which has the same Markov par
 analysis of ``(lam, gamma B, C)`` applies unchanged (``|z| = 1`` on the unit circle).
 
 Cost per token: ``8 N H`` real multiply-adds for the two projections (complex B and C, real
-input and output) plus the scan, ``O(N L)`` (:mod:`.scan`).
+input and output) plus the scan, ``O(N L)`` (:mod:`.scan`). ``LRUConfig.layout`` picks the
+scan's memory layout: ``"state"`` (default) keeps the state axis first from the input
+projection to the output projection (:func:`~lyactl_torch.ssm.scan.chunked_scan_state_major`);
+``"time"`` is the time-major scan every GPU record before 2026-12-02 (late) ran with. Same map,
+same gradients (tests/test_torch_ssm.py); on a 2-core CPU (d 64, 256 modes, batch 4 x 256) the
+state-major step took 159 ms against 264 ms, its ``copy_`` calls 461 against 4525. Not yet
+timed on a GPU (``python -m benchmarks.ssm.step_time --device cuda`` compares both).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
 
 from lyactl.errors import InvalidArgumentError, bad_arg
-from lyactl_torch.ssm.scan import chunked_scan
+from lyactl_torch.ssm.scan import chunked_scan, chunked_scan_state_major
 
 __all__ = ["LRUConfig", "LRU"]
 
@@ -49,6 +56,11 @@ class LRUConfig:
     r_max: float = 0.999
     max_phase: float = 2 * math.pi
     chunk: int = 64
+    layout: Literal["time", "state"] = "state"
+
+    def __post_init__(self) -> None:
+        if self.layout not in ("time", "state"):
+            raise InvalidArgumentError(bad_arg("layout", "'time' or 'state'", self.layout))
 
 
 class LRU(nn.Module):
@@ -83,6 +95,8 @@ class LRU(nn.Module):
         return -torch.exp(self.nu_log), torch.exp(self.theta_log)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
+        if self.cfg.layout == "state":
+            return self._forward_state_major(u)
         N = self.n_state
         g = torch.exp(self.gamma_log).unsqueeze(-1)
         Wb = torch.cat([self.B_re * g, self.B_im * g], dim=0)  # [2N, H]
@@ -93,6 +107,24 @@ class LRU(nn.Module):
         Wc = torch.cat([self.C_re, -self.C_im], dim=1)  # [H, 2N]: Re(C x) = C_re x_re - C_im x_im
         x = torch.cat([x_re, x_im], dim=-1).to(u.dtype)
         return x @ Wc.to(u.dtype).T + self.D.to(u.dtype) * u
+
+    def _forward_state_major(self, u: torch.Tensor) -> torch.Tensor:
+        """The same map with the scan in ``[N, B, T]`` layout
+        (:func:`~lyactl_torch.ssm.scan.chunked_scan_state_major`): ``b = W_b u^T`` and
+        ``y = x^T W_c^T`` as GEMMs with transposed operands, so the state never changes layout."""
+        N, (Bt, T, H) = self.n_state, u.shape
+        g = torch.exp(self.gamma_log).unsqueeze(-1)
+        Wb = torch.cat([self.B_re * g, self.B_im * g], dim=0).to(u.dtype)  # [2N, H]
+        u2 = u.reshape(Bt * T, H)
+        b = Wb @ u2.mT  # [2N, B*T]
+        a, w = self.log_lam()
+        with torch.autocast(device_type=u.device.type, enabled=False):
+            x_re, x_im = chunked_scan_state_major(a, w, b[:N].float().view(N, Bt, T), b[N:].float().view(N, Bt, T),
+                                                  self.cfg.chunk)
+        Wc = torch.cat([self.C_re, -self.C_im], dim=1).to(u.dtype)  # [H, 2N]
+        x = torch.cat([x_re.reshape(N, Bt * T), x_im.reshape(N, Bt * T)], dim=0).to(u.dtype)  # [2N, B*T]
+        y = x.mT @ Wc.mT  # [B*T, H]
+        return y.view(Bt, T, H) + self.D.to(u.dtype) * u
 
     def system(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The layer as a complex-diagonal system ``(lam [N], gamma B [N, H], C [H, N], D [H, H])``

@@ -34,7 +34,7 @@ import torch
 
 from lyactl.errors import InvalidArgumentError, ShapeError, bad_arg
 
-__all__ = ["chunked_scan", "chunked_scan_real", "naive_scan", "decay_powers"]
+__all__ = ["chunked_scan", "chunked_scan_state_major", "chunked_scan_real", "naive_scan", "decay_powers"]
 
 
 def decay_powers(log_re: torch.Tensor, log_im: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,6 +104,48 @@ def chunked_scan(
     x_re = loc_re.reshape(Bt, C * L, N)[:, :T]
     x_im = loc_im.reshape(Bt, C * L, N)[:, :T]
     return x_re, x_im
+
+
+def chunked_scan_state_major(
+    log_re: torch.Tensor, log_im: torch.Tensor, b_re: torch.Tensor, b_im: torch.Tensor, chunk: int = 64
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`chunked_scan` with the state axis first: ``b_re``, ``b_im`` and the result are
+    ``[N, B, T]``. Same algorithm and cost in flops; what differs is memory traffic.
+
+    With the state first, ``[N, B, T]`` is ``[N, B*C, L]`` as a free view, and the chunk's
+    Toeplitz product is ``local = b K^T`` per state, a batched matmul whose operands already have
+    a unit stride in their last axis, so no permuted copy of the input or the output is made (the
+    time-major version permutes both, and on an H200 at batch 32 those copies were the largest
+    device time of the step: ``benchmarks/results/ssm_step_time_h200.json``). The complex product
+    is two real matmuls against ``[K_re^T | K_im^T]`` (``[N, L, 2L]``). A layer feeds it by
+    computing its input projection as ``W_b u^T`` (``[2N, B*T]``, a transposed GEMM operand, no
+    copy); see :class:`~lyactl_torch.ssm.lru.LRU` (``layout="state"``).
+    """
+    if chunk < 2:
+        raise InvalidArgumentError(bad_arg("chunk", "an integer >= 2", chunk))
+    if b_re.shape != b_im.shape or b_re.dim() != 3 or b_re.shape[0] != log_re.shape[-1]:
+        raise ShapeError(bad_arg("b_re/b_im", f"two [{log_re.shape[-1]}, B, T] tensors", (tuple(b_re.shape), tuple(b_im.shape))))
+    N, Bt, T = b_re.shape
+    L = min(chunk, T)
+    C = -(-T // L)
+    if C * L > T:
+        b_re = torch.nn.functional.pad(b_re, (0, C * L - T))
+        b_im = torch.nn.functional.pad(b_im, (0, C * L - T))
+    K = _toeplitz(log_re, log_im, L).to(b_re.dtype)  # [N, 2L, 2L]: top-left K_re, bottom-left K_im
+    Kt = torch.cat([K[:, :L, :L], K[:, L:, :L]], dim=1).mT  # [N, L, 2L] = [K_re^T | K_im^T]
+    P = torch.bmm(b_re.reshape(N, Bt * C, L), Kt)  # [b_re K_re^T | b_re K_im^T]
+    Q = torch.bmm(b_im.reshape(N, Bt * C, L), Kt)  # [b_im K_re^T | b_im K_im^T]
+    loc_re = (P[..., :L] - Q[..., L:]).reshape(N, Bt, C, L)
+    loc_im = (P[..., L:] + Q[..., :L]).reshape(N, Bt, C, L)
+    if C > 1:
+        h_re, h_im = chunked_scan_state_major(L * log_re, L * log_im, loc_re[..., -1].contiguous(),
+                                              loc_im[..., -1].contiguous(), chunk)  # [N, B, C]
+        h_re = torch.nn.functional.pad(h_re[..., :-1], (1, 0)).unsqueeze(-1)  # h[c-1], zero first
+        h_im = torch.nn.functional.pad(h_im[..., :-1], (1, 0)).unsqueeze(-1)
+        p_re, p_im = decay_powers(log_re, log_im, torch.arange(1, L + 1, device=b_re.device))  # [L, N]
+        p_re, p_im = p_re.mT.to(b_re.dtype)[:, None, None], p_im.mT.to(b_re.dtype)[:, None, None]  # [N, 1, 1, L]
+        loc_re, loc_im = loc_re + p_re * h_re - p_im * h_im, loc_im + p_re * h_im + p_im * h_re
+    return loc_re.reshape(N, Bt, C * L)[..., :T], loc_im.reshape(N, Bt, C * L)[..., :T]
 
 
 def chunked_scan_real(log_lam: torch.Tensor, b: torch.Tensor, chunk: int = 64) -> torch.Tensor:
