@@ -26,6 +26,9 @@ def test_tiny_compress_arms_events_and_monitor_trace(tmp_path):
     for a in arms:
         assert a["flops_per_token_ratio"] <= 0.5 + 1e-9 and a["reached_target"]
         pruned = sum(e.get("prune", 0) for e in a["events"])
+        for e in a["events"]:  # the per-kind counts add up to the per-action ones
+            for act in ("prune", "freeze"):
+                assert e.get(act, 0) == sum(v for k, v in e.items() if k.startswith(act + ":"))
         assert 0 < pruned <= sum(a["certificates"].values())  # a freeze may carry two certificate kinds
     lyactl = next(a for a in arms if a["arm"] == "lyactl-distill")
     assert lyactl["monitors"] and all(isinstance(r, dict) for r in lyactl["monitors"])

@@ -131,12 +131,13 @@ def run_seed(teacher, tokens, tok, split, work, p, args, n, seed, bpb, within, s
                              device=args.device, seed=seed, freeze=not args.no_freeze, prior=prior)
         factory = (lambda b, cons: ReplayController(b.groups(), cons, schedule, random_scores(seed)))
         r = compress(student, batches, cfg, controller=factory if method == "replay" else None)
+        groups = teacher_groups(teacher, cfg)
         if arm == "lyactl-distill":
             schedule = schedule_from_log([{"step": e.step, "decisions": [{"index": d.index, "action": d.action.value}
-                                          for d in e.decisions]} for e in r.events], teacher_groups(teacher, cfg))
+                                          for d in e.decisions]} for e in r.events], groups)
             shape = r.model
         arms.append(record(arm, seed, r.record, bpb(r.model), _certificates(r))
-                    | {"events": _events(r.events), "monitors": _monitor_trace(r.outputs)})
+                    | {"events": _events(r.events, groups), "monitors": _monitor_trace(r.outputs)})
         save()
     full = seed == 0 and n == args.tokens[0]
     for arm, steps in (("scratch-same-tokens", CompressConfig(args.target, n, batch_size=p["batch"],
@@ -160,13 +161,16 @@ def teacher_groups(teacher: GPT, cfg: CompressConfig) -> list:
     return list(TorchBackend(teacher, torch.optim.SGD(teacher.parameters(), lr=0.0), block=cfg.block).groups())
 
 
-def _events(events) -> list[dict]:
-    """Per controller event: its step and how many decisions of each action it made."""
+def _events(events, groups: list) -> list[dict]:
+    """Per controller event: its step, how many decisions of each action it made, and of each
+    action and group kind (``"prune:layer"``, ``"prune:head"``, ...; ``groups``: the original
+    model's, the index space of the decisions)."""
     out = []
     for e in events:
         counts: dict[str, int] = {}
         for d in e.decisions:
-            counts[d.action.value] = counts.get(d.action.value, 0) + 1
+            for key in (d.action.value, f"{d.action.value}:{groups[d.index].kind.value}"):
+                counts[key] = counts.get(key, 0) + 1
         out.append({"step": e.step, **counts})
     return out
 
