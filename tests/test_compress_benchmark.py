@@ -16,13 +16,14 @@ from benchmarks.compress.run import main  # noqa: E402
 
 def test_tiny_compress_arms_events_and_monitor_trace(tmp_path):
     out = tmp_path / "compress.json"
-    rc = main(["--preset", "tiny", "--tokens", "12000", "--seeds", "2", "--arms", "lyactl-distill,oneshot-distill",
-               "--out", str(out)])
+    rc = main(["--preset", "tiny", "--tokens", "12000", "--seeds", "2", "--arms",
+               "lyactl-distill,oneshot-distill,oneshot-mix-distill", "--out", str(out)])
     assert rc == 0
     doc = json.loads(out.read_text())
     assert doc["freeze"] is True and doc["prior"] == "none"
     arms = [a for a in doc["arms"] if a["arm"] != "teacher"]
-    assert sorted({a["arm"] for a in arms}) == ["lyactl-distill", "oneshot-distill"] and len(arms) == 4
+    assert sorted({a["arm"] for a in arms}) == ["lyactl-distill", "oneshot-distill", "oneshot-mix-distill"]
+    assert len(arms) == 6
     for a in arms:
         assert a["flops_per_token_ratio"] <= 0.5 + 1e-9 and a["reached_target"]
         pruned = sum(e.get("prune", 0) for e in a["events"])
@@ -39,6 +40,18 @@ def test_tiny_compress_arms_events_and_monitor_trace(tmp_path):
         if a["arm"] == "oneshot-distill":  # one event at step 0, one certificate per removed group
             assert [e["step"] for e in a["events"]] == [0]
             assert a["events"][0]["prune"] == sum(a["certificates"].values())
+    def per_kind(a):
+        out = {}
+        for e in a["events"]:
+            for k, v in e.items():
+                if k.startswith("prune:"):
+                    out[k] = out.get(k, 0) + v
+        return out
+
+    for seed in (0, 1):  # the mix arm takes lyactl-distill's structure in one event
+        by = {a["arm"]: a for a in arms if a["seed"] == seed}
+        assert per_kind(by["oneshot-mix-distill"]) == per_kind(by["lyactl-distill"])
+        assert len(by["oneshot-mix-distill"]["events"]) == 1
     s = summary(doc)  # no scratch-full arm: the report still pairs what is there
     assert s["scratch_full_bpb"] is None
     row = next(iter(s["by_tokens"].values()))

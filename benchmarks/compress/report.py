@@ -23,7 +23,7 @@ from scipy import stats
 
 __all__ = ["paired", "summary", "main"]
 
-ARMS = ("lyactl-distill", "lyactl", "oneshot-distill", "random", "scratch-same-tokens")
+ARMS = ("lyactl-distill", "lyactl", "oneshot-distill", "oneshot-mix-distill", "random", "scratch-same-tokens")
 
 
 def paired(arms: list[dict[str, Any]], tokens: int, arm: str, ref: str) -> dict[str, float]:

@@ -5,6 +5,11 @@ with ``--tokens`` continued-training tokens per arm and seed:
 
 * ``lyactl`` / ``lyactl-distill``: lyactl's controller (without / with distillation);
 * ``oneshot-distill``: activation importance at step 0, then distillation (Minitron-style);
+* ``oneshot-mix-distill``: one-shot at the first report, as many groups of each kind (layers,
+  residual channels, heads, MLP blocks) as lyactl-distill removed in all, chosen by importance
+  on the original (Block Influence for layers, channel activation, activation for widths:
+  :mod:`lyactl_torch.depth_importance`), then distillation: the one-shot baseline that may also
+  cut depth and channels, with lyactl's structure;
 * ``random``: random groups at the schedule lyactl-distill used (same seed), distilled;
 * ``scratch-same-tokens``: the lyactl-distill final shape, fresh weights, the same tokens;
 * ``scratch-full``: that shape trained from scratch on as many tokens as the teacher (seed 0).
@@ -29,8 +34,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lyactl.control.baselines import ReplayController, random_scores, schedule_from_log
-from lyactl_torch.compress import CompressConfig, compress
+from lyactl.control.baselines import ReplayController, ScheduledEvent, random_scores, schedule_from_log
+from lyactl_torch.compress import CompressConfig, compress, logits
+from lyactl_torch.depth_importance import depth_width_importance
+from lyactl_torch.importance import activation_rule
 from lyactl_torch.compress_run import _bpb, _certificates
 from lyactl_torch.corpus import Batches, encode_documents, load_documents, split_documents, train_bpe
 from lyactl_torch.flops import model_flops_per_token
@@ -44,7 +51,8 @@ PRESETS = {  # teacher shape, teacher steps, batch, seq_len, vocab
     # what fits one 10-minute call with all arms: 8 blocks of d512 on 52 M tokens
     "h200-small": dict(d_model=512, n_layer=8, n_head=8, mlp_hidden=2048, steps=1600, batch=64, seq=512, vocab=8192),
 }
-ARMS = ("lyactl-distill", "oneshot-distill", "random", "lyactl", "scratch-same-tokens", "scratch-full")
+ARMS = ("lyactl-distill", "oneshot-distill", "oneshot-mix-distill", "random", "lyactl", "scratch-same-tokens",
+        "scratch-full")
 SOURCES = ("brown", "linux_doc", "mhcc", "milton", "python_doc", "shakespeare", "tdavid", "web_bible", "wordnet")
 
 
@@ -119,7 +127,7 @@ def run_seed(teacher, tokens, tok, split, work, p, args, n, seed, bpb, within, s
     batches = Batches(tokens, p["seq"], p["batch"], 100 + seed)
     shape = None
     plans = [("lyactl-distill", "lyactl", 2.0), ("oneshot-distill", "oneshot", 2.0), ("random", "replay", 2.0),
-             ("lyactl", "lyactl", None)]
+             ("oneshot-mix-distill", "replay", 2.0), ("lyactl", "lyactl", None)]
     schedule: list = []
     for arm, method, tau in plans:
         if arm not in args.arms.split(",") or not within() or (method == "replay" and shape is None):
@@ -129,7 +137,8 @@ def run_seed(teacher, tokens, tok, split, work, p, args, n, seed, bpb, within, s
         prior = args.prior if method == "lyactl" and args.prior != "none" else None
         cfg = CompressConfig(args.target, n, method=method, batch_size=p["batch"], seq_len=p["seq"], distill=tau,
                              device=args.device, seed=seed, freeze=not args.no_freeze, prior=prior)
-        factory = (lambda b, cons: ReplayController(b.groups(), cons, schedule, random_scores(seed)))
+        factory = _mix_factory(batches, schedule, args.device) if arm == "oneshot-mix-distill" else (
+            lambda b, cons: ReplayController(b.groups(), cons, schedule, random_scores(seed)))
         r = compress(student, batches, cfg, controller=factory if method == "replay" else None)
         groups = teacher_groups(teacher, cfg)
         if arm == "lyactl-distill":
@@ -152,6 +161,23 @@ def run_seed(teacher, tokens, tok, split, work, p, args, n, seed, bpb, within, s
                      "val_bpb": bpb(scratch), "train_flops": flops, "wall_s": wall, "certificates": {},
                      "shape_of": f"lyactl-distill seed {seed}, {n} tokens"})
         save()
+
+
+def _mix_factory(batches: Batches, schedule: list, device: str, n_calib: int = 4):
+    """The oneshot-mix controller: lyactl's total count per kind in one event at the first report,
+    chosen by :func:`lyactl_torch.depth_importance.depth_width_importance` of the model then (the
+    original: nothing has changed it yet), measured on batches the training never draws."""
+    totals: dict[str, int] = {}
+    for ev in schedule:
+        for kind, n in ev.prune.items():
+            totals[kind] = totals.get(kind, 0) + n
+
+    def factory(backend, cons):
+        calib = [torch.from_numpy(batches.batch(10**6 + i)[:, :-1]).to(device) for i in range(n_calib)]
+        scores = depth_width_importance(backend.layout, calib, logits)
+        return ReplayController(backend.groups(), cons, [ScheduledEvent(0, totals)], activation_rule(scores))
+
+    return factory
 
 
 def teacher_groups(teacher: GPT, cfg: CompressConfig) -> list:
