@@ -75,6 +75,25 @@ def test_scores_drive_a_replay_of_counts_per_kind():
         b.groups()[i].name for i in sorted(heads, key=lambda i: scores[i])[:2])
 
 
+def test_hugging_face_llama_blocks_are_scored():
+    T = pytest.importorskip("transformers")
+    from lyactl_torch.compress import logits
+    from lyactl_torch.hf import hf_adapters
+
+    T.logging.set_verbosity_error()
+    torch.manual_seed(0)
+    cfg = T.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)
+    m = T.LlamaForCausalLM(cfg)
+    with torch.no_grad():  # block 2 passes its input through
+        m.model.layers[2].self_attn.o_proj.weight.zero_()
+        m.model.layers[2].mlp.down_proj.weight.zero_()
+    b = TorchBackend(m, torch.optim.SGD(m.parameters(), lr=0.1), block=16, adapters=hf_adapters())
+    BI, channel = block_statistics(b.layout, [torch.randint(0, 64, (2, 16))], logits)
+    assert BI.shape == (3,) and BI[2] == pytest.approx(0.0, abs=1e-9) and BI[:2].min() > 1e-6
+    assert channel.shape == (32,) and np.all(channel > 0)
+
+
 def test_no_calibration_batch_is_refused():
     _, b = _model()
     with pytest.raises(InvalidArgumentError, match="batches"):

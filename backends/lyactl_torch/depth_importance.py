@@ -34,9 +34,12 @@ from .importance import activation_importance
 __all__ = ["block_statistics", "depth_width_importance"]
 
 
-def _hidden(x: object) -> torch.Tensor:
-    """The hidden state of a block's input or output (a tensor, or the first of a tuple)."""
-    return x[0] if isinstance(x, (tuple, list)) else x
+def _hidden(x: object, kwargs: dict | None = None) -> torch.Tensor:
+    """The hidden state of a block's input or output: a tensor, the first of a tuple, or (a
+    Hugging Face decoder layer called with keywords) ``kwargs["hidden_states"]``."""
+    if isinstance(x, (tuple, list)):
+        return x[0] if len(x) else kwargs["hidden_states"]
+    return x
 
 
 def block_statistics(layout: Layout, batches: Iterable[torch.Tensor],
@@ -53,8 +56,8 @@ def block_statistics(layout: Layout, batches: Iterable[torch.Tensor],
     tokens = [0]
 
     def hook(i: int) -> Callable:
-        def fn(module: nn.Module, args: tuple, out: object) -> None:
-            x, y = _hidden(args).detach().double(), _hidden(out).detach().double()
+        def fn(module: nn.Module, args: tuple, kwargs: dict, out: object) -> None:
+            x, y = _hidden(args, kwargs).detach().double(), _hidden(out).detach().double()
             x2, y2 = x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1])
             bi[i] += (1.0 - torch.nn.functional.cosine_similarity(x2, y2, dim=-1)).sum().cpu()
             s = x2.abs().sum(0).cpu()
@@ -65,7 +68,7 @@ def block_statistics(layout: Layout, batches: Iterable[torch.Tensor],
                 chan[-1] += s
         return fn
 
-    handles = [b.register_forward_hook(hook(i)) for i, b in enumerate(blocks)]
+    handles = [b.register_forward_hook(hook(i), with_kwargs=True) for i, b in enumerate(blocks)]
     was_training = model.training
     model.eval()
     try:
