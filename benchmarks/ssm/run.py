@@ -1,7 +1,8 @@
 """SSM state-truncation benchmark: full state vs lyactl's certified balanced truncation vs the
 small state from scratch, random / smallest / magnitude mode selection and a state frontier.
 
-One command per task (``--preset tiny`` runs on CPU in seconds; ``h200`` on one H200)::
+One command per task (``--preset tiny`` runs on CPU in seconds, ``small-cpu`` in minutes;
+``h200`` on one H200)::
 
     python -m benchmarks.ssm.run --preset h200 --task lm --data ../shared/data --out benchmarks/results
     python -m benchmarks.ssm.run --preset h200 --task mqar --lrs 1e-3,3e-3,1e-2 --arms full,small-scratch
@@ -57,6 +58,7 @@ ARMS = ("full", "lyactl", "lyactl-approx", "small-scratch", "random", "random-re
 _CUT_ARMS = ("lyactl", "lyactl-approx", "random", "random-reset", "smallest", "magnitude", "horizon")
 
 _TINY_MODEL = {"d_model": 16, "n_layer": 2, "n_state": 32, "mlp_hidden": 64, "chunk": 16}
+_SMALL_CPU_MODEL = {"d_model": 64, "n_layer": 2, "n_state": 128, "mlp_hidden": 256, "chunk": 32}
 _H200_MODEL = {"d_model": 256, "n_layer": 4, "n_state": 1024, "mlp_hidden": 1024, "chunk": 64}
 PRESETS: dict[str, dict] = {
     "tiny": {"device": "cpu", "bf16": False, "compile": False, "cut_frac": 0.2, "keep": 0.25, "frontier": (0.5,),
@@ -64,6 +66,12 @@ PRESETS: dict[str, dict] = {
                     "val_fraction": 0.2, "sources": None},
              "mqar": {"model": _TINY_MODEL, "seq_len": 48, "batch": 16, "steps": 30, "lr": 3e-3, "vocab": 64,
                       "pairs": 4, "val_batches": 2}},
+    # a CPU scale between tiny and h200: a first look at a task (minutes on two cores)
+    "small-cpu": {"device": "cpu", "bf16": False, "compile": False, "cut_frac": 0.25, "keep": 0.25, "frontier": (0.5,),
+                  "lm": {"model": _SMALL_CPU_MODEL, "seq_len": 128, "batch": 16, "steps": 600, "lr": 3e-3, "val_limit": 4,
+                         "val_fraction": 0.03, "sources": None},
+                  "mqar": {"model": _SMALL_CPU_MODEL, "seq_len": 64, "batch": 32, "steps": 1500, "lr": 3e-3,
+                           "vocab": 128, "pairs": 8, "val_batches": 8}},
     # compile off by default on the H200: with dynamic shapes inductor failed on the scan there
     # (torch 2.11: "-((0)) is not comparable"); ``--compile`` compiles with dynamic=False
     "h200": {"device": "cuda", "bf16": True, "compile": False, "cut_frac": 0.1, "keep": 0.25, "frontier": (0.5, 0.125),
