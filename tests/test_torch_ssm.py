@@ -15,7 +15,8 @@ from lyactl.errors import InvalidArgumentError, ShapeError  # noqa: E402
 from lyactl_torch.ssm.lm import SSMLM, SSMLMConfig, flops_per_token, state_share  # noqa: E402
 from lyactl_torch.ssm.lru import LRU, LRUConfig  # noqa: E402
 from lyactl_torch.ssm.s4d import S4DReal, S4DRealConfig  # noqa: E402
-from lyactl_torch.ssm.scan import chunked_scan, chunked_scan_real, chunked_scan_state_major, naive_scan  # noqa: E402
+from lyactl_torch.ssm.scan import (chunked_scan, chunked_scan_real, chunked_scan_real_state_major,  # noqa: E402
+                                   chunked_scan_state_major, naive_scan)
 
 
 @settings(max_examples=25, deadline=None)
@@ -38,6 +39,8 @@ def test_chunked_scan_matches_the_loop(B, T, N, chunk, gap, seed):
     xr = chunked_scan_real(torch.log(r).float(), b.real.float(), chunk)
     ref_r = naive_scan(r.to(torch.complex128), b.real.to(torch.complex128)).real
     assert (xr.double() - ref_r).abs().max() <= 1e-4 * (1 + ref_r.abs().max())
+    xs = chunked_scan_real_state_major(torch.log(r).float(), b.real.float().permute(2, 0, 1).contiguous(), chunk)
+    assert (xs.permute(1, 2, 0).double() - ref_r).abs().max() <= 1e-4 * (1 + ref_r.abs().max())
 
 
 def test_scan_refuses_bad_arguments():
@@ -132,11 +135,14 @@ def test_lm_compiles():
 
 @settings(max_examples=10, deadline=None)
 @given(Bt=st.integers(1, 3), T=st.integers(1, 70), N=st.integers(1, 5), H=st.integers(1, 4), seed=st.integers(0, 2**10))
-def test_state_major_layout_is_the_same_layer(Bt, T, N, H, seed):
-    """LRU(layout="state") == LRU(layout="time") with the same parameters: outputs and gradients."""
+@pytest.mark.parametrize("kind", ["lru", "s4d"])
+def test_state_major_layout_is_the_same_layer(kind, Bt, T, N, H, seed):
+    """layout="state" == layout="time" with the same parameters: outputs and gradients."""
     g = torch.Generator().manual_seed(seed)
-    a = LRU(LRUConfig(H, N, chunk=8, layout="time"), g).double()
-    b = LRU(LRUConfig(H, N, chunk=8, layout="state"), torch.Generator()).double()
+    make = (lambda lay, gen: LRU(LRUConfig(H, N, chunk=8, layout=lay), gen)) if kind == "lru" else (
+        lambda lay, gen: S4DReal(S4DRealConfig(H, N, chunk=8, layout=lay), gen))
+    a = make("time", g).double()
+    b = make("state", torch.Generator()).double()
     b.load_state_dict(a.state_dict())
     u = torch.randn(Bt, T, H, generator=g, dtype=torch.float64)
     ya, yb = a(u), b(u)
@@ -150,3 +156,5 @@ def test_state_major_layout_is_the_same_layer(Bt, T, N, H, seed):
 def test_layout_is_validated():
     with pytest.raises(InvalidArgumentError, match="layout"):
         LRUConfig(4, 4, layout="spiral")
+    with pytest.raises(InvalidArgumentError, match="layout"):
+        S4DRealConfig(4, 4, layout="spiral")

@@ -102,7 +102,7 @@ def _ssm(cfg: SSMLMConfig, g: torch.Generator | None) -> nn.Module:
     if cfg.kind == "lru":
         return LRU(LRUConfig(cfg.d_model, cfg.n_state, cfg.r_min, cfg.r_max, chunk=cfg.chunk, layout=cfg.scan_layout), g)
     if cfg.kind == "s4d":
-        return S4DReal(S4DRealConfig(cfg.d_model, cfg.n_state, r_max=cfg.r_max, chunk=cfg.chunk), g)
+        return S4DReal(S4DRealConfig(cfg.d_model, cfg.n_state, r_max=cfg.r_max, chunk=cfg.chunk, layout=cfg.scan_layout), g)
     raise InvalidArgumentError(bad_arg("kind", "'lru' or 's4d'", cfg.kind))
 
 

@@ -14,19 +14,22 @@ eigenvalues (the reduced ``A`` can have complex pairs), so this layer is reduced
 selection (:func:`lyactl_torch.ssm.truncate.select_modes`), whose certified bound is the
 modal one: each dropped mode adds at most ``||C_i|| ||B_i|| / (1 - lam_i)`` to the H-infinity
 error. Cost per token: ``4 N H`` real multiply-adds for B and C plus the scan.
+``S4DRealConfig.layout``: the scan's memory layout, state-major by default, as for the LRU
+(:class:`~lyactl_torch.ssm.lru.LRUConfig`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
 
 from lyactl.errors import InvalidArgumentError, bad_arg
-from lyactl_torch.ssm.scan import chunked_scan_real
+from lyactl_torch.ssm.scan import chunked_scan_real, chunked_scan_real_state_major
 
 __all__ = ["S4DRealConfig", "S4DReal"]
 
@@ -40,6 +43,11 @@ class S4DRealConfig:
     r_min: float = 0.5
     r_max: float = 0.999
     chunk: int = 64
+    layout: Literal["time", "state"] = "state"
+
+    def __post_init__(self) -> None:
+        if self.layout not in ("time", "state"):
+            raise InvalidArgumentError(bad_arg("layout", "'time' or 'state'", self.layout))
 
 
 class S4DReal(nn.Module):
@@ -63,6 +71,13 @@ class S4DReal(nn.Module):
         return int(self.nu_log.shape[0])
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
+        if self.cfg.layout == "state":  # as LRU: the state axis first from B to C, no permuted copies
+            Bt, T, H = u.shape
+            b = self.B.to(u.dtype) @ u.reshape(Bt * T, H).mT  # [N, B*T]
+            with torch.autocast(device_type=u.device.type, enabled=False):
+                x = chunked_scan_real_state_major(-torch.exp(self.nu_log), b.float().view(-1, Bt, T), self.cfg.chunk)
+            y = x.reshape(-1, Bt * T).to(u.dtype).mT @ self.C.to(u.dtype).mT  # [B*T, H]
+            return y.view(Bt, T, H) + self.D.to(u.dtype) * u
         b = u @ self.B.to(u.dtype).T
         with torch.autocast(device_type=u.device.type, enabled=False):
             x = chunked_scan_real(-torch.exp(self.nu_log), b.float(), self.cfg.chunk)

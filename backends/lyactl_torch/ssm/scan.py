@@ -34,7 +34,8 @@ import torch
 
 from lyactl.errors import InvalidArgumentError, ShapeError, bad_arg
 
-__all__ = ["chunked_scan", "chunked_scan_state_major", "chunked_scan_real", "naive_scan", "decay_powers"]
+__all__ = ["chunked_scan", "chunked_scan_state_major", "chunked_scan_real", "chunked_scan_real_state_major",
+           "naive_scan", "decay_powers"]
 
 
 def decay_powers(log_re: torch.Tensor, log_im: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -171,6 +172,31 @@ def chunked_scan_real(log_lam: torch.Tensor, b: torch.Tensor, chunk: int = 64) -
         p = torch.exp(torch.arange(1, L + 1, device=b.device).to(log_lam.dtype).unsqueeze(-1) * log_lam)
         loc = loc + p.to(b.dtype) * h
     return loc.reshape(Bt, C * L, N)[:, :T]
+
+
+def chunked_scan_real_state_major(log_lam: torch.Tensor, b: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+    """:func:`chunked_scan_real` with the state axis first (``b`` and the result ``[N, B, T]``):
+    ``local = b K^T`` on ``[N, B*C, L]`` views, no permuted copies (as
+    :func:`chunked_scan_state_major`)."""
+    if chunk < 2:
+        raise InvalidArgumentError(bad_arg("chunk", "an integer >= 2", chunk))
+    if b.dim() != 3 or b.shape[0] != log_lam.shape[-1]:
+        raise ShapeError(bad_arg("b", f"a [{log_lam.shape[-1]}, B, T] tensor", tuple(b.shape)))
+    N, Bt, T = b.shape
+    L = min(chunk, T)
+    C = -(-T // L)
+    if C * L > T:
+        b = torch.nn.functional.pad(b, (0, C * L - T))
+    t = torch.arange(L, device=b.device)
+    d = t[:, None] - t[None, :]
+    K = torch.exp(d.clamp(min=0).to(log_lam.dtype).unsqueeze(-1) * log_lam) * (d >= 0).unsqueeze(-1)  # [L, L, N]
+    loc = torch.bmm(b.reshape(N, Bt * C, L), K.permute(2, 1, 0).to(b.dtype)).reshape(N, Bt, C, L)  # b K^T
+    if C > 1:
+        h = chunked_scan_real_state_major(L * log_lam, loc[..., -1].contiguous(), chunk)  # [N, B, C]
+        h = torch.nn.functional.pad(h[..., :-1], (1, 0)).unsqueeze(-1)
+        p = torch.exp(torch.arange(1, L + 1, device=b.device).to(log_lam.dtype) * log_lam[:, None])  # [N, L]
+        loc = loc + p.to(b.dtype)[:, None, None] * h
+    return loc.reshape(N, Bt, C * L)[..., :T]
 
 
 def naive_scan(lam: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
