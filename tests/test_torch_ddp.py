@@ -67,6 +67,7 @@ def _worker(rank, world, tmp):
                 "shapes": {n: tuple(p.shape) for n, p in model.named_parameters()},
                 "params": {n: p.detach().clone() for n, p in model.named_parameters()},
                 "rebuilds": len(wrappers) - 1}, f"{tmp}/rank{rank}.pt")
+    dist.barrier()  # all ranks done before gloo is torn down (a racing teardown aborts: tests/fsdp_run.finish)
     dist.destroy_process_group()
 
 
