@@ -93,14 +93,20 @@ def _adam_step(model, opt, idx):
     return loss.item()
 
 
-@pytest.mark.parametrize("policy", ["approx", "reset", "slice"])
-def test_optimizer_state_follows_the_surgery(policy):
+def _trained_lm():
+    """A one-layer SSM LM after three AdamW steps (the optimizer has state), its data."""
     torch.manual_seed(0)
     m = SSMLM(SSMLMConfig(vocab_size=20, d_model=8, n_layer=1, n_state=6, chunk=4), seed=0)
     opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
     idx = torch.randint(0, 20, (2, 17))
     for _ in range(3):
         _adam_step(m, opt, idx)
+    return m, opt, idx
+
+
+@pytest.mark.parametrize("policy", ["approx", "reset", "slice"])
+def test_optimizer_state_follows_the_surgery(policy):
+    m, opt, idx = _trained_lm()
     layer = m.ssm_layers()[0]
     rec = balanced_surgery(layer, opt, rank=6, policy=policy)
     assert layer.n_state == rec.states_after
@@ -148,12 +154,7 @@ def test_select_modes_refuses_bad_keep():
 
 @pytest.mark.parametrize("reset", [False, True])
 def test_select_modes_slices_or_resets_the_adam_state(reset):
-    torch.manual_seed(0)
-    m = SSMLM(SSMLMConfig(vocab_size=20, d_model=8, n_layer=1, n_state=6, chunk=4), seed=0)
-    opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
-    idx = torch.randint(0, 20, (2, 17))
-    for _ in range(3):
-        _adam_step(m, opt, idx)
+    m, opt, idx = _trained_lm()
     layer = m.ssm_layers()[0]
     before = {n: {k: v.clone() for k, v in opt.state[p].items()} for n, p in layer.named_parameters()}
     keep = [0, 2, 5]

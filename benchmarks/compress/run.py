@@ -129,6 +129,7 @@ def run_seed(teacher, tokens, tok, split, work, p, args, n, seed, bpb, within, s
     plans = [("lyactl-distill", "lyactl", 2.0), ("oneshot-distill", "oneshot", 2.0), ("random", "replay", 2.0),
              ("oneshot-mix-distill", "replay", 2.0), ("lyactl", "lyactl", None)]
     schedule: list = []
+    groups = teacher_groups(teacher, CompressConfig(args.target, n))  # the index space of every arm's decisions
     for arm, method, tau in plans:
         if arm not in args.arms.split(",") or not within() or (method == "replay" and shape is None):
             continue
@@ -140,7 +141,6 @@ def run_seed(teacher, tokens, tok, split, work, p, args, n, seed, bpb, within, s
         factory = _mix_factory(batches, schedule, args.device) if arm == "oneshot-mix-distill" else (
             lambda b, cons: ReplayController(b.groups(), cons, schedule, random_scores(seed)))
         r = compress(student, batches, cfg, controller=factory if method == "replay" else None)
-        groups = teacher_groups(teacher, cfg)
         if arm == "lyactl-distill":
             schedule = schedule_from_log([{"step": e.step, "decisions": [{"index": d.index, "action": d.action.value}
                                           for d in e.decisions]} for e in r.events], groups)

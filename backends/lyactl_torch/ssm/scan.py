@@ -49,16 +49,27 @@ def decay_powers(log_re: torch.Tensor, log_im: torch.Tensor, k: torch.Tensor) ->
     return mag * torch.cos(ang), mag * torch.sin(ang)
 
 
-def _toeplitz(log_re: torch.Tensor, log_im: torch.Tensor, L: int) -> torch.Tensor:
-    """Real block decay matrix ``[N, 2L, 2L]``: rows/cols ``(part, step)``, part re then im."""
+def _toeplitz_parts(log_re: torch.Tensor, log_im: torch.Tensor, L: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(K_re, K_im)``, each ``[N, L, L]``: ``K[n, t, s] = lam_n^(t-s)`` for ``t >= s``, else 0."""
     t = torch.arange(L, device=log_re.device)
     d = t[:, None] - t[None, :]
     k_re, k_im = decay_powers(log_re, log_im, d.clamp(min=0))  # [L, L, N]
     mask = (d >= 0).to(log_re.dtype).unsqueeze(-1)
-    k_re, k_im = k_re * mask, k_im * mask
-    top = torch.cat([k_re, -k_im], dim=1)
-    bot = torch.cat([k_im, k_re], dim=1)
-    return torch.cat([top, bot], dim=0).permute(2, 0, 1)  # [N, 2L, 2L]
+    return (k_re * mask).permute(2, 0, 1), (k_im * mask).permute(2, 0, 1)
+
+
+def _toeplitz(log_re: torch.Tensor, log_im: torch.Tensor, L: int) -> torch.Tensor:
+    """Real block decay matrix ``[N, 2L, 2L]``: rows/cols ``(part, step)``, part re then im."""
+    k_re, k_im = _toeplitz_parts(log_re, log_im, L)
+    return torch.cat([torch.cat([k_re, -k_im], dim=2), torch.cat([k_im, k_re], dim=2)], dim=1)
+
+
+def _real_toeplitz(log_lam: torch.Tensor, L: int) -> torch.Tensor:
+    """``[N, L, L]``: ``K[n, t, s] = lam_n^(t-s)`` for ``t >= s``, else 0 (``lam`` real)."""
+    t = torch.arange(L, device=log_lam.device)
+    d = t[:, None] - t[None, :]
+    K = torch.exp(d.clamp(min=0).to(log_lam.dtype).unsqueeze(-1) * log_lam) * (d >= 0).unsqueeze(-1)
+    return K.permute(2, 0, 1)
 
 
 def chunked_scan(
@@ -132,8 +143,8 @@ def chunked_scan_state_major(
     if C * L > T:
         b_re = torch.nn.functional.pad(b_re, (0, C * L - T))
         b_im = torch.nn.functional.pad(b_im, (0, C * L - T))
-    K = _toeplitz(log_re, log_im, L).to(b_re.dtype)  # [N, 2L, 2L]: top-left K_re, bottom-left K_im
-    Kt = torch.cat([K[:, :L, :L], K[:, L:, :L]], dim=1).mT  # [N, L, 2L] = [K_re^T | K_im^T]
+    k_re, k_im = _toeplitz_parts(log_re, log_im, L)
+    Kt = torch.cat([k_re, k_im], dim=1).mT.to(b_re.dtype)  # [N, L, 2L] = [K_re^T | K_im^T]
     P = torch.bmm(b_re.reshape(N, Bt * C, L), Kt)  # [b_re K_re^T | b_re K_im^T]
     Q = torch.bmm(b_im.reshape(N, Bt * C, L), Kt)  # [b_im K_re^T | b_im K_im^T]
     loc_re = (P[..., :L] - Q[..., L:]).reshape(N, Bt, C, L)
@@ -161,9 +172,7 @@ def chunked_scan_real(log_lam: torch.Tensor, b: torch.Tensor, chunk: int = 64) -
     C = -(-T // L)
     if C * L > T:
         b = torch.nn.functional.pad(b, (0, 0, 0, C * L - T))
-    t = torch.arange(L, device=b.device)
-    d = t[:, None] - t[None, :]
-    K = (torch.exp(d.clamp(min=0).to(log_lam.dtype).unsqueeze(-1) * log_lam) * (d >= 0).unsqueeze(-1)).permute(2, 0, 1)
+    K = _real_toeplitz(log_lam, L)
     u = b.reshape(Bt, C, L, N).permute(3, 2, 0, 1).reshape(N, L, Bt * C)
     loc = torch.bmm(K.to(b.dtype), u).reshape(N, L, Bt, C).permute(2, 3, 1, 0)  # [B, C, L, N]
     if C > 1:
@@ -187,10 +196,8 @@ def chunked_scan_real_state_major(log_lam: torch.Tensor, b: torch.Tensor, chunk:
     C = -(-T // L)
     if C * L > T:
         b = torch.nn.functional.pad(b, (0, C * L - T))
-    t = torch.arange(L, device=b.device)
-    d = t[:, None] - t[None, :]
-    K = torch.exp(d.clamp(min=0).to(log_lam.dtype).unsqueeze(-1) * log_lam) * (d >= 0).unsqueeze(-1)  # [L, L, N]
-    loc = torch.bmm(b.reshape(N, Bt * C, L), K.permute(2, 1, 0).to(b.dtype)).reshape(N, Bt, C, L)  # b K^T
+    K = _real_toeplitz(log_lam, L)
+    loc = torch.bmm(b.reshape(N, Bt * C, L), K.mT.to(b.dtype)).reshape(N, Bt, C, L)  # b K^T
     if C > 1:
         h = chunked_scan_real_state_major(L * log_lam, loc[..., -1].contiguous(), chunk)  # [N, B, C]
         h = torch.nn.functional.pad(h[..., :-1], (1, 0)).unsqueeze(-1)
