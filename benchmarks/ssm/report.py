@@ -1,10 +1,12 @@
 """Tables and a plot from the SSM benchmark's JSON (``benchmarks/results/ssm_<task>*.json``).
 
 Paired comparisons: one seed fixes the initialisation and the data order in every arm, so
-each arm is compared with a reference arm seed by seed, ``d_s = m(arm, s) - m(ref, s)``, and
+each arm is compared with a reference arm seed by seed (``lyactl`` and ``random`` at the same
+cut: records carrying ``cut_frac`` are labelled ``arm@cut``), ``d_s = m(arm, s) - m(ref, s)``, and
 the interval is the t-interval of the mean difference over seeds (n - 1 degrees of freedom;
 with 3 seeds it is wide: say so). Training FLOPs and wall-clock are ratios to the full-state
 arm of the same seed. Certificates: measured H-infinity error against the bound, per layer.
+"Cut damage": the metric just after the cut minus just before (``--probe-cut``), before retraining.
 
     python -m benchmarks.ssm.report benchmarks/results/ssm_lm.json [--plot docs/img/ssm_lm.png]
 """
@@ -28,7 +30,22 @@ def _metric(run: dict[str, Any]) -> float:
 
 
 def _label(run: dict[str, Any]) -> str:
-    return f"frontier-{run['state_final']}" if run["arm"] == "frontier" else run["arm"]
+    """``arm``, ``frontier-<states>``, or ``arm@<cut_frac>`` for records that carry their cut."""
+    if run["arm"] == "frontier":
+        return f"frontier-{run['state_final']}"
+    return run["arm"] if run.get("cut_frac") is None else f"{run['arm']}@{run['cut_frac']:g}"
+
+
+def _same_cut(label: str, arm: str) -> str:
+    """The label of ``arm`` cut where ``label`` was (``random@0.75`` for ``lyactl@0.75``)."""
+    return arm + label[label.index("@"):] if "@" in label else arm
+
+
+def _damage(runs: list[dict[str, Any]]) -> float | None:
+    """Mean of ``metric_after_cut - metric_before_cut`` (``--probe-cut`` records), else None."""
+    d = [r["metric_after_cut"] - r["metric_before_cut"] for r in runs
+         if r.get("metric_after_cut") is not None and r.get("metric_before_cut") is not None]
+    return float(np.mean(d)) if d else None
 
 
 def paired(runs: list[dict[str, Any]], arm: str, ref: str) -> tuple[float, float, float, int]:
@@ -53,7 +70,9 @@ def summary(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "arm": label, "seeds": [r["seed"] for r in mine], "metric": [_metric(r) for r in mine],
             "state_final": mine[0]["state_final"], "flops_ratio": _mean(ratio("train_flops")),
             "wall_ratio": _mean(ratio("wall_s")), "vs_full": paired(runs, label, "full"),
-            "vs_lyactl": paired(runs, label, "lyactl"), "vs_small": paired(runs, label, "small-scratch"),
+            "vs_lyactl": paired(runs, label, _same_cut(label, "lyactl")),
+            "vs_random": paired(runs, label, _same_cut(label, "random")),
+            "vs_small": paired(runs, label, "small-scratch"), "cut_damage": _damage(mine),
             "max_error_over_bound": max((c["error"] / c["bound"] for c in certs if c.get("bound")), default=None),
             "median_error": float(np.median([c["error"] for c in certs])) if certs else None,
             "median_bound": float(np.median([c["bound"] for c in certs])) if certs else None})
@@ -73,15 +92,18 @@ def _pm(t: tuple[float, float, float, int]) -> str:
 
 def table(rows: list[dict[str, Any]]) -> str:
     """A Markdown table of :func:`summary`."""
-    head = ("| arm | states (total) | val bpb per seed | vs full (paired, 95 %) | vs lyactl | vs small-scratch "
-            "| train FLOPs / full | wall / full | error / bound (median) |\n|---|---|---|---|---|---|---|---|---|\n")
+    head = ("| arm | states (total) | val bpb per seed | vs full (paired, 95 %) | vs lyactl | vs random "
+            "| vs small-scratch | cut damage | train FLOPs / full | wall / full | error / bound (median) |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|\n")
     out = []
     for r in rows:
         cert = "-" if r["median_bound"] is None else f"{r['median_error']:.2f} / {r['median_bound']:.0f}"
         fr = "-" if r["flops_ratio"] is None else f"{r['flops_ratio']:.3f}"
         wr = "-" if r["wall_ratio"] is None else f"{r['wall_ratio']:.2f}"
+        dmg = "-" if r["cut_damage"] is None else f"{r['cut_damage']:+.4f}"
         out.append(f"| {r['arm']} | {r['state_final']} | {' / '.join(f'{m:.4f}' for m in r['metric'])} | "
-                   f"{_pm(r['vs_full'])} | {_pm(r['vs_lyactl'])} | {_pm(r['vs_small'])} | {fr} | {wr} | {cert} |")
+                   f"{_pm(r['vs_full'])} | {_pm(r['vs_lyactl'])} | {_pm(r['vs_random'])} | {_pm(r['vs_small'])} | "
+                   f"{dmg} | {fr} | {wr} | {cert} |")
     return head + "\n".join(out) + "\n"
 
 

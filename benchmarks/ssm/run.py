@@ -15,6 +15,8 @@ Arms (paired: one seed fixes the initialisation and the data order in every arm)
   ``1 - tol`` with ``--tol``; Adam's state moved by ``--policy`` (:mod:`lyactl_torch.ssm.truncate`);
   ``lyactl-approx``: the same with the ``"approx"`` policy (first moment mapped by the change
   of basis, second moment under independence) whatever ``--policy`` says;
+  ``lyactl-scaled``: lyactl with each new mode rescaled to the trained layer's ratio of output to
+  input weights (``mode_scale="layer"``; same transfer function and certificate);
   The cut is decided and certified by :class:`lyactl_torch.ssm.StateTruncator` (the same path
   as a user's loop; no rollback guard, so the arms stay comparable); its certificates are
   re-verified by :func:`lyactl.control.decision_log.verify_certificate` (``"reverified"``);
@@ -27,6 +29,11 @@ Arms (paired: one seed fixes the initialisation and the data order in every arm)
   ``horizon``: the ``r`` modes with the largest HSV proxy over the sequence length (time-limited
   Gramians, :func:`lyactl_torch.ssm.truncate.horizon_scores`), sliced exactly;
 * ``frontier``: state sizes ``N * f`` from scratch for ``f`` in the preset's ``frontier``.
+
+``--cut-frac 0.25,0.75,0.9`` runs every cut arm at each cut (``full`` and the from-scratch arms
+once); ``--keep`` sets the kept share of the states; ``--probe-cut`` records the metric just
+before and just after the cut (``metric_before_cut`` / ``metric_after_cut``), the damage a
+selection does before any retraining.
 
 Each run records ``{"arm", "seed", "state_start", "state_final", "val_bpb" | "accuracy",
 "train_flops", "wall_s", "peak_mem", "certificates", ...}``; all go to ``OUT/ssm_<task>.json``.
@@ -53,9 +60,9 @@ from lyactl_torch.ssm.truncate import (horizon_scores, hsv_proxy_scores, keep_to
 __all__ = ["PRESETS", "ARMS", "run_arm", "main"]
 
 _ROOT = Path(__file__).resolve().parents[2]
-ARMS = ("full", "lyactl", "lyactl-approx", "small-scratch", "random", "random-reset", "smallest", "magnitude", "horizon",
+ARMS = ("full", "lyactl", "lyactl-approx", "lyactl-scaled", "small-scratch", "random", "random-reset", "smallest", "magnitude", "horizon",
         "frontier")
-_CUT_ARMS = ("lyactl", "lyactl-approx", "random", "random-reset", "smallest", "magnitude", "horizon")
+_CUT_ARMS = ("lyactl", "lyactl-approx", "lyactl-scaled", "random", "random-reset", "smallest", "magnitude", "horizon")
 
 _TINY_MODEL = {"d_model": 16, "n_layer": 2, "n_state": 32, "mlp_hidden": 64, "chunk": 16}
 _SMALL_CPU_MODEL = {"d_model": 64, "n_layer": 2, "n_state": 128, "mlp_hidden": 256, "chunk": 32}
@@ -114,12 +121,14 @@ def _surgery(arm: str, model: SSMLM, opt, r: int, seed: int, seq_len: int) -> li
     return certs
 
 
-def _truncator(model: SSMLM, opt, r: int, cut: int, seq_len: int, args, opt_policy: str) -> StateTruncator:
+def _truncator(model: SSMLM, opt, r: int, cut: int, seq_len: int, args, opt_policy: str,
+               mode_scale: str = "eig") -> StateTruncator:
     """The lyactl arm's cut: at step ``cut``, every LRU layer to ``2 r`` real states (or the HSV
     energy ``1 - tol``), decided and certified by the StateTruncator."""
     mode = {"mode": "rank", "keep": 2 * r} if args.tol is None else {"mode": "energy", "tau": args.tol}
     policy = StateTruncationPolicy(**mode, start_step=cut, last_step=cut, guard=None)
-    return StateTruncator(model, opt, policy, interval=cut, seq_len=seq_len, optimizer_policy=opt_policy)
+    return StateTruncator(model, opt, policy, interval=cut, seq_len=seq_len, optimizer_policy=opt_policy,
+                          mode_scale=mode_scale)
 
 
 def _certificates(trunc: StateTruncator) -> list[dict]:
@@ -127,8 +136,20 @@ def _certificates(trunc: StateTruncator) -> list[dict]:
             for c in trunc.certificates]
 
 
+def _probe(task: str, model: SSMLM, data, preset: dict, dev: torch.device, seed: int) -> tuple[float | None, float]:
+    """Validation bits per byte (lm) or accuracy (mqar) mid-run, the model put back in training
+    mode; and the seconds it took (taken out of the run's wall-clock)."""
+    if not preset.get("probe_cut"):
+        return None, 0.0
+    t0 = time.perf_counter()
+    res = _evaluate(task, model, data, preset, dev, seed)
+    model.train()
+    return res.get("val_bpb", res.get("accuracy")), time.perf_counter() - t0
+
+
 def run_arm(arm: str, seed: int, n_state: int, preset: dict, task: str, data, args, lr: float | None = None) -> dict:
-    """Train one arm and return its record."""
+    """Train one arm and return its record (with ``--probe-cut``, the metric just before and just
+    after the cut as well: the damage the cut does before any retraining)."""
     cfg_t = preset[task]
     dev = torch.device(preset["device"])
     vocab = data.tokenizer.vocab_size if task == "lm" else cfg_t["vocab"]
@@ -139,21 +160,24 @@ def run_arm(arm: str, seed: int, n_state: int, preset: dict, task: str, data, ar
     cut = int(preset["cut_frac"] * steps) if arm in _CUT_ARMS else -1
     r = max(1, int(round(cfg_t["model"]["n_state"] * preset["keep"])))
     policy = "approx" if arm == "lyactl-approx" else args.policy
-    trunc = _truncator(model, opt, r, max(1, cut), T, args, policy) if arm.startswith("lyactl") else None
+    scale = "layer" if arm == "lyactl-scaled" else "eig"
+    trunc = _truncator(model, opt, r, max(1, cut), T, args, policy, scale) if arm.startswith("lyactl") else None
     fwd = torch.compile(model, dynamic=False) if preset["compile"] else model
     batches = None
     if task == "lm":
         from lyactl_torch.corpus import Batches
 
         batches = Batches(data.train, T, Bsz, seed)
-    flops, certs, losses, share0 = 0.0, [], [], state_share(model, T)
+    flops, certs, losses, share0, probe = 0.0, [], [], state_share(model, T), []
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
         torch.cuda.synchronize(dev)
     t0 = time.perf_counter()
     for step in range(steps):
         if step == cut and trunc is None:
+            probe = [_probe(task, model, data, preset, dev, seed)]
             certs = _surgery(arm, model, opt, r, seed, T)
+            probe.append(_probe(task, model, data, preset, dev, seed))
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, steps, lr) * g.get("lr_scale", 1.0)
         if task == "lm":
@@ -169,19 +193,24 @@ def run_arm(arm: str, seed: int, n_state: int, preset: dict, task: str, data, ar
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         flops += flops_per_token(model, T)["train"] * Bsz * T
-        if trunc is not None and trunc.step(loss):  # after step `cut`, as the other arms' cut before step `cut`
+        if trunc is not None and step == cut - 1:  # the truncator counts steps from 1: it fires after `cut` steps
+            probe = [_probe(task, model, data, preset, dev, seed)]
+        if trunc is not None and trunc.step(loss):  # after `cut` steps, as the other arms' cut before step `cut`
             certs = _certificates(trunc)
+            probe.append(_probe(task, model, data, preset, dev, seed))
             fwd = torch.compile(model, dynamic=False) if preset["compile"] else model  # shapes changed
         if step % max(1, steps // 20) == 0 or step == steps - 1:
             losses.append([step, float(loss.detach())])
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
-    wall = time.perf_counter() - t0
+    probe = (probe + [(None, 0.0)] * 2)[:2]
+    wall = time.perf_counter() - t0 - sum(t for _, t in probe)
     rec = {"arm": arm, "seed": seed, "lr": lr, "state_start": n_state * len(model.ssm_layers()),
            "state_final": sum(model.states()), "train_flops": flops, "wall_s": wall,
            "peak_mem": torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None,
            "state_share_start": share0, "state_share_final": state_share(model, T), "losses": losses,
-           "certificates": certs, "cut_step": cut if cut >= 0 else None,
+           "certificates": certs, "cut_step": cut if cut >= 0 else None, "cut_frac": preset["cut_frac"] if cut >= 0 else None,
+           "metric_before_cut": probe[0][0], "metric_after_cut": probe[1][0], "keep": preset["keep"],
            "policy": policy if arm.startswith("lyactl") else "reset" if arm == "random-reset" else None}
     rec.update(_evaluate(task, model, data, preset, dev, seed))
     return rec
@@ -244,7 +273,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=_ROOT / "benchmarks" / "results")
     ap.add_argument("--name", default=None, help="results file name (default ssm_<task>)")
     ap.add_argument("--steps", type=int, default=None, help="override the preset's training steps")
-    ap.add_argument("--cut-frac", type=float, default=None, help="override the preset's cut step (fraction of training)")
+    ap.add_argument("--cut-frac", default=None,
+                    help="override the preset's cut step (fraction of training); comma-separated: every cut arm at each")
+    ap.add_argument("--keep", type=float, default=None, help="override the preset's kept share of the states (0, 1]")
+    ap.add_argument("--probe-cut", action="store_true",
+                    help="evaluate just before and just after the cut (the cut's damage before retraining)")
     ap.add_argument("--cache", type=Path, default=None, help="token cache folder (default OUT/cache_<preset>)")
     ap.add_argument("--batch", type=int, default=None, help="override the preset's batch size")
     ap.add_argument("--scan-layout", choices=("state", "time"), default="state",
@@ -257,10 +290,14 @@ def main(argv: list[str] | None = None) -> int:
         preset = preset | {args.task: preset[args.task] | {"steps": args.steps}}
     if args.batch:
         preset = preset | {args.task: preset[args.task] | {"batch": args.batch}}
-    if args.cut_frac is not None:
-        if not 0.0 < args.cut_frac < 1.0:
-            ap.error(f"--cut-frac: expected a number in (0, 1), found {args.cut_frac}")
-        preset = preset | {"cut_frac": args.cut_frac}
+    cut_fracs = [float(x) for x in (args.cut_frac or str(preset["cut_frac"])).split(",") if x]
+    if not all(0.0 < f < 1.0 for f in cut_fracs):
+        ap.error(f"--cut-frac: expected numbers in (0, 1), found {args.cut_frac}")
+    if args.keep is not None:
+        if not 0.0 < args.keep <= 1.0:
+            ap.error(f"--keep: expected a number in (0, 1], found {args.keep}")
+        preset = preset | {"keep": args.keep}
+    preset = preset | {"probe_cut": args.probe_cut, "cut_frac": cut_fracs[0], "cut_fracs": cut_fracs}
     arms = [a for a in args.arms.split(",") if a]
     bad = [a for a in arms if a not in ARMS]
     if bad:
@@ -277,11 +314,12 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     for seed in [int(s) for s in args.seeds.split(",")]:
         for arm, n in _plan(arms, preset, args.task):
-            for lr in lrs:
-                rec = run_arm(arm, seed, n, preset, args.task, data, args, lr)
+            for lr, f in [(lr, f) for lr in lrs for f in (cut_fracs if arm in _CUT_ARMS else cut_fracs[:1])]:
+                rec = run_arm(arm, seed, n, preset | {"cut_frac": f}, args.task, data, args, lr)
                 runs.append(rec)
                 metric = rec.get("val_bpb", rec.get("accuracy"))
-                print(json.dumps({k: rec[k] for k in ("arm", "seed", "lr", "state_final", "wall_s")} | {"metric": metric}), flush=True)
+                keys = ("arm", "seed", "lr", "cut_frac", "state_final", "wall_s", "metric_before_cut", "metric_after_cut")
+                print(json.dumps({k: rec[k] for k in keys} | {"metric": metric}), flush=True)
                 path = _write(args, preset, runs, time.perf_counter() - t0)  # after every run: a cut-off call keeps them
     print(f"wrote {path}")
     return 0

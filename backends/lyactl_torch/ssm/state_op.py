@@ -101,7 +101,8 @@ def _copy_state(st: dict[str, Any]) -> dict[str, Any]:
 class TruncateState:
     """Cut ``layer`` to ``keep`` (balanced: real states; modal: modes, by largest modal bound).
 
-    ``policy``: Adam's state under a change of basis (:func:`~.truncate.balanced_surgery`);
+    ``policy``, ``mode_scale``: Adam's state under a change of basis and the new modes' scaling
+    (:func:`~.truncate.balanced_surgery`);
     modal selection slices it exactly. ``step`` is written into the certificate.
     """
 
@@ -112,6 +113,7 @@ class TruncateState:
     step: int = 0
     policy: Literal["approx", "reset", "slice"] = "reset"
     n_freq: int = 512
+    mode_scale: Literal["eig", "layer"] = "eig"
 
     def apply(self, layout: Any, optimizer: torch.optim.Optimizer | None) -> StateRecord:
         lay = self.layer
@@ -123,7 +125,7 @@ class TruncateState:
         hsv: tuple[float, ...] = ()
         if self.method == "balanced":
             rec = balanced_surgery(lay, optimizer, rank=self.keep, policy=self.policy, name=self.name,
-                                   n_freq=self.n_freq)
+                                   n_freq=self.n_freq, mode_scale=self.mode_scale)
             states_after, hsv = self.keep, rec.hsv
         else:
             scores = magnitude_scores(lay)

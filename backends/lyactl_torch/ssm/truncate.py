@@ -68,7 +68,7 @@ from lyactl_torch.ssm.hinf_torch import hinf_error
 from lyactl_torch.ssm.lru import LRU
 from lyactl_torch.ssm.s4d import S4DReal
 
-__all__ = ["Surgery", "balanced_surgery", "select_modes", "measured_error", "magnitude_scores",
+__all__ = ["Surgery", "ModeScale", "balanced_surgery", "select_modes", "measured_error", "magnitude_scores",
            "hsv_proxy_scores", "horizon_scores", "random_scores", "keep_top", "THETA_MIN"]
 
 THETA_MIN = 1e-12
@@ -204,8 +204,28 @@ def _lru_values(lam: np.ndarray, B: np.ndarray, C: np.ndarray) -> tuple[dict[str
     return {k: torch.from_numpy(np.array(v)) for k, v in vals.items()}, gamma
 
 
+def _mode_scale(layer: LRU, B_r: np.ndarray, C_r: np.ndarray, gamma_r: np.ndarray) -> np.ndarray:
+    """Per-mode factors ``s`` of a diagonal similarity ``x_r -> diag(s) x_r`` (``B_r -> s B_r``,
+    ``C_r -> C_r / s``: the transfer function, HSVs, bound and error unchanged) that give every
+    new mode the trained layer's ratio ``rho = median_i ||C_i|| / ||B_i/gamma_i||`` between its
+    stored output and input weights: ``s_i^2 = ||C_r,i|| / (rho ||B_r,i / gamma_i||)``.
+    An eigenvector basis fixes each mode only up to such a scale; Adam moves every stored entry
+    by about ``lr`` per step, so the scale sets how fast each side of a mode trains."""
+    with torch.no_grad():
+        Bp = torch.hypot(layer.B_re.double(), layer.B_im.double()).pow(2).sum(1).sqrt().cpu().numpy()
+        Cn = torch.hypot(layer.C_re.double(), layer.C_im.double()).pow(2).sum(0).sqrt().cpu().numpy()
+    rho = float(np.median(Cn / np.maximum(Bp, 1e-300)))
+    b = np.linalg.norm(B_r / gamma_r[:, None], axis=1)
+    c = np.linalg.norm(C_r, axis=0)
+    ok = (b > 0) & (c > 0) & np.isfinite(b) & np.isfinite(c) & (rho > 0)
+    return np.where(ok, np.sqrt(np.where(ok, c, 1.0) / (rho * np.where(ok, b, 1.0))), 1.0)
+
+
+ModeScale = Literal["eig", "layer"]
+
+
 def balanced_surgery(layer: LRU, opt: torch.optim.Optimizer | None, *, rank: int, policy: Policy = "reset",
-                     name: str = "", n_freq: int = 512, engine: Engine = "torch") -> Surgery:
+                     name: str = "", n_freq: int = 512, engine: Engine = "torch", mode_scale: ModeScale = "eig") -> Surgery:
     """Replace ``layer``'s modes by the balanced truncation to ``rank`` REAL states of its
     real-output system; move Adam's state by ``policy`` (module docstring). In place.
 
@@ -214,7 +234,12 @@ def balanced_surgery(layer: LRU, opt: torch.optim.Optimizer | None, *, rank: int
     torch-free core (:func:`lyactl.analysis.balanced.lru_truncation`). Both give the same HSVs,
     bound and reduced transfer function up to float64 round-off; the error is measured on the
     layer's device either way (:func:`measured_error`).
+
+    ``mode_scale``: ``"eig"`` keeps the eigenvector scaling the balancing returns; ``"layer"``
+    rescales each new mode to the trained layer's input/output weight ratio (:func:`_mode_scale`).
     """
+    if mode_scale not in ("eig", "layer"):
+        raise InvalidArgumentError(bad_arg("mode_scale", "'eig' or 'layer'", mode_scale))
     if policy not in ("approx", "reset", "slice"):
         raise InvalidArgumentError(bad_arg("policy", "'approx', 'reset' or 'slice'", policy))
     if engine not in ("torch", "numpy"):
@@ -227,10 +252,14 @@ def balanced_surgery(layer: LRU, opt: torch.optim.Optimizer | None, *, rank: int
         full = layer.system()[:3]
         tr = lru_truncation(*full, rank=rank)
     N, n_r = layer.n_state, len(tr.A)
-    vals, gamma = _lru_values(tr.A, tr.B, tr.C)
+    B_r, C_r, T, Tinv = tr.B, tr.C, tr.T, tr.Tinv
+    if mode_scale == "layer":
+        s = _mode_scale(layer, B_r, C_r, np.sqrt(1.0 - np.abs(tr.A) ** 2))
+        B_r, C_r, T, Tinv = s[:, None] * B_r, C_r / s, T / s, s[:, None] * Tinv
+    vals, gamma = _lru_values(tr.A, B_r, C_r)
     moments: dict = {}
     if mom is not None and policy == "approx":
-        moments = _mapped_moments(mom, layer, tr.T[:N], tr.Tinv[:, :N], tr.B, gamma)
+        moments = _mapped_moments(mom, layer, T[:N], Tinv[:, :N], B_r, gamma)
     elif mom is not None and policy == "slice":
         moments = _slice_moments(mom, np.arange(n_r))
     _swap(layer, vals, opt, moments, reset=policy == "reset")

@@ -60,6 +60,8 @@ class StateTruncator:
         How LRU layers are cut (S4D-real layers always by modal selection).
     n_freq : int
         Frequency grid of the measured error.
+    mode_scale : ``"eig"`` | ``"layer"``
+        Scaling of the new LRU modes after a balanced cut (:func:`~.truncate.balanced_surgery`).
     on_event : callable ``(truncator, events) -> None``, optional
         Called after shapes changed (cut or restored).
     """
@@ -68,6 +70,7 @@ class StateTruncator:
                  log: DecisionLog | None = None, interval: int = 50, seq_len: int | None = None,
                  optimizer_policy: Literal["approx", "reset", "slice"] = "reset",
                  lru_method: Literal["balanced", "modal"] = "balanced", n_freq: int = 512,
+                 mode_scale: Literal["eig", "layer"] = "eig",
                  on_event: Callable[["StateTruncator", list[Event]], None] | None = None) -> None:
         if not callable(getattr(model, "ssm_layers", None)):
             raise InvalidArgumentError(bad_arg("model", "a model with ssm_layers() (e.g. SSMLM)", type(model).__name__))
@@ -75,6 +78,9 @@ class StateTruncator:
             raise InvalidArgumentError(bad_arg("interval", "an int >= 1", interval))
         if lru_method not in ("balanced", "modal"):
             raise InvalidArgumentError(bad_arg("lru_method", "'balanced' or 'modal'", lru_method))
+        if mode_scale not in ("eig", "layer"):
+            raise InvalidArgumentError(bad_arg("mode_scale", "'eig' or 'layer'", mode_scale))
+        self.mode_scale = mode_scale
         self.model, self.optimizer, self.log, self.interval = model, optimizer, log, interval
         self.decider = StateTruncation(policy)
         self.seq_len, self.optimizer_policy, self.lru_method, self.n_freq = seq_len, optimizer_policy, lru_method, n_freq
@@ -129,7 +135,8 @@ class StateTruncator:
         before = self.flops()
         done: list[tuple[TruncateState, StateRecord]] = []
         for p in proposals:
-            op = TruncateState(layers[p.index], p.name, p.method, p.keep, step, self.optimizer_policy, self.n_freq)
+            op = TruncateState(layers[p.index], p.name, p.method, p.keep, step, self.optimizer_policy, self.n_freq,
+                               self.mode_scale)
             try:
                 rec = op.apply(None, self.optimizer)
             except LyactlError:  # the surgery refused the rank (e.g. it splits a repeated HSV): no decision
