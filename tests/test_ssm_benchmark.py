@@ -10,6 +10,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("tokenizers")
 
+from benchmarks.ssm.report import summary  # noqa: E402
 from benchmarks.ssm.run import main  # noqa: E402
 from benchmarks.ssm.tasks import mqar_batch  # noqa: E402
 
@@ -76,3 +77,25 @@ def test_hsv_trace_records_a_certificate_that_holds(tmp_path):
         for lay in t["layers"]:
             assert 0.0 < lay["discarded_share"] < 1.0 and lay["hsv_top"] >= lay["hsv_at_rank"] > 0
             assert lay["error"] <= lay["bound"] * (1 + 1e-6) and lay["bound_over_error"] >= 1 - 1e-6
+
+
+def test_several_cuts_with_probes_and_the_report_pairs_them(tmp_path):
+    """``--cut-frac a,b`` runs each cut arm at each cut (full once); ``--probe-cut`` records the
+    metric around the cut; the report labels ``arm@cut`` and pairs each with random at its cut."""
+    rc = main(["--preset", "tiny", "--task", "mqar", "--arms", "full,lyactl-scaled,random", "--seeds", "0",
+               "--steps", "10", "--cut-frac", "0.2,0.6", "--keep", "0.5", "--probe-cut", "--out", str(tmp_path)])
+    assert rc == 0
+    res = _check(tmp_path / "ssm_mqar.json", "mqar", "accuracy", {"full", "lyactl-scaled", "random"})
+    cuts = sorted((a["arm"], a["cut_frac"]) for a in res["arms"] if a["arm"] != "full")
+    assert cuts == [("lyactl-scaled", 0.2), ("lyactl-scaled", 0.6), ("random", 0.2), ("random", 0.6)]
+    for a in res["arms"]:
+        probed = a["arm"] != "full"
+        assert (a["metric_before_cut"] is not None) == probed and (a["metric_after_cut"] is not None) == probed
+        if probed:
+            assert a["keep"] == 0.5 and a["state_final"] < a["state_start"]
+            assert a["arm"] != "random" or a["state_final"] == a["state_start"] // 2
+    rows = {r["arm"]: r for r in summary(res["arms"])}
+    assert set(rows) == {"full", "lyactl-scaled@0.2", "lyactl-scaled@0.6", "random@0.2", "random@0.6"}
+    by = {(a["arm"], a["cut_frac"]): a["accuracy"] for a in res["arms"]}
+    assert rows["lyactl-scaled@0.6"]["vs_random"][0] == pytest.approx(by[("lyactl-scaled", 0.6)] - by[("random", 0.6)])
+    assert rows["random@0.2"]["cut_damage"] is not None and rows["full"]["cut_damage"] is None

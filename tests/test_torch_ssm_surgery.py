@@ -119,10 +119,50 @@ def test_optimizer_state_follows_the_surgery(policy):
     assert np.isfinite(_adam_step(m, opt, idx))
 
 
-def test_first_moment_map_is_the_gradient_map():
+def _mode_norms(layer):
+    """Per mode: ||stored B row|| and ||C column||."""
+    with torch.no_grad():
+        b = torch.hypot(layer.B_re, layer.B_im).pow(2).sum(1).sqrt().numpy()
+        c = torch.hypot(layer.C_re, layer.C_im).pow(2).sum(0).sqrt().numpy()
+    return b, c
+
+
+@settings(max_examples=10, deadline=None)
+@given(H=st.integers(1, 3), N=st.integers(3, 6), seed=st.integers(0, 2**10), cut=st.integers(1, 3))
+def test_mode_scale_layer_keeps_the_map_and_takes_the_layers_ratio(H, N, seed, cut):
+    """``mode_scale="layer"`` is a diagonal similarity: the same outputs, HSVs and bound as the
+    eigenvector scaling, and every new mode has the trained layer's median ||C_i|| / ||B_i||."""
+    u = torch.randn(2, 80, H, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    b0, c0 = _mode_norms(_lru(H, N, seed))
+    rho = np.median(c0 / b0)
+    out, recs = {}, {}
+    for scale in ("eig", "layer"):
+        layer = _lru(H, N, seed)
+        try:
+            recs[scale] = balanced_surgery(layer, None, rank=2 * N - cut, mode_scale=scale)
+        except InvalidArgumentError:  # a rank that splits a repeated HSV: refused for both scalings
+            return
+        with torch.no_grad():
+            out[scale] = layer(u)
+        if scale == "layer":
+            b, c = _mode_norms(layer)
+            assert np.allclose(c / b, rho, rtol=1e-6)
+    # the scan accumulates in float32 (differences at 1e-7 relative); the map itself is checked in float64 below
+    assert torch.allclose(out["eig"], out["layer"], atol=1e-6 * (1 + out["eig"].abs().max().item()))
+    assert recs["eig"].hsv == pytest.approx(recs["layer"].hsv) and recs["eig"].bound == pytest.approx(recs["layer"].bound)
+    assert recs["layer"].error <= recs["layer"].bound * (1 + 1e-6) + 1e-9
+
+
+def test_mode_scale_is_checked():
+    with pytest.raises(InvalidArgumentError, match="mode_scale"):
+        balanced_surgery(_lru(2, 3, 0), None, rank=4, mode_scale="unit")
+
+
+@pytest.mark.parametrize("scale", ["eig", "layer"])
+def test_first_moment_map_is_the_gradient_map(scale):
     """At full rank the mapped gradient of B and C equals autograd's gradient of the new layer
-    (the derivation in lyactl_torch.ssm.truncate)."""
-    from lyactl_torch.ssm.truncate import _mapped_moments
+    (the derivation in lyactl_torch.ssm.truncate), for either scaling of the new modes."""
+    from lyactl_torch.ssm.truncate import _mapped_moments, _mode_scale
 
     layer = _lru(2, 4, 5)
     u = torch.randn(2, 30, 2, dtype=torch.float64)
@@ -137,8 +177,9 @@ def test_first_moment_map_is_the_gradient_map():
     lam, B, C, _ = layer.system()
     tr = lru_truncation(lam, B, C, rank=8)
     gamma = np.sqrt(1 - np.abs(tr.A) ** 2)
-    mapped = _mapped_moments(g_old, layer, tr.T[:4], tr.Tinv[:, :4], tr.B, gamma)
-    balanced_surgery(layer, None, rank=8)
+    s = _mode_scale(layer, tr.B, tr.C, gamma) if scale == "layer" else np.ones(len(tr.A))
+    mapped = _mapped_moments(g_old, layer, tr.T[:4] / s, s[:, None] * tr.Tinv[:, :4], s[:, None] * tr.B, gamma)
+    balanced_surgery(layer, None, rank=8, mode_scale=scale, engine="numpy")
     g_new = grads(layer)
     for name in ("B_re", "B_im", "C_re", "C_im", "gamma_log"):
         assert np.allclose(mapped[name][0].numpy(), g_new[name][0], atol=1e-6 * (1 + np.abs(g_new[name][0]).max())), name
