@@ -99,3 +99,25 @@ def test_several_cuts_with_probes_and_the_report_pairs_them(tmp_path):
     by = {(a["arm"], a["cut_frac"]): a["accuracy"] for a in res["arms"]}
     assert rows["lyactl-scaled@0.6"]["vs_random"][0] == pytest.approx(by[("lyactl-scaled", 0.6)] - by[("random", 0.6)])
     assert rows["random@0.2"]["cut_damage"] is not None and rows["full"]["cut_damage"] is None
+
+
+def test_cut_point_pairs_each_cut_with_its_groups_full(tmp_path):
+    """Old records (cut in the config) and new ones (cut per record) pair with their own file's full."""
+    from benchmarks.ssm.cut_point import rows
+
+    def rec(arm, seed, bpb, cut=None, **kw):
+        return {"arm": arm, "seed": seed, "val_bpb": bpb, "train_flops": 1.0 if arm == "full" else 0.5,
+                "cut_step": None if arm == "full" else 5, **({"cut_frac": cut} if cut is not None else {}), **kw}
+
+    old = {"config": {"cut_frac": 0.25}, "arms": [rec("full", s, 2.0 + s) for s in (0, 1)]
+           + [rec("random", s, 2.1 + s + 0.01 * s) for s in (0, 1)]}
+    new = {"config": {"cut_frac": 0.5}, "arms": [rec("full", s, 3.0 + s) for s in (0, 1)]
+           + [rec("lyactl", s, 3.05 + s, cut=0.75, metric_before_cut=3.0, metric_after_cut=3.2) for s in (0, 1)]}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    (tmp_path / "new.json").write_text(json.dumps(new))
+    table = {(r["rule"], r["cut"]): r for r in rows([str(tmp_path / "old.json"), str(tmp_path / "new.json")])}
+    assert set(table) == {("random", 0.25), ("lyactl", 0.75)}
+    assert table[("random", 0.25)]["vs_full"][0] == pytest.approx(0.105)
+    assert table[("lyactl", 0.75)]["vs_full"][0] == pytest.approx(0.05)
+    assert table[("lyactl", 0.75)]["damage"] == pytest.approx(0.2) and table[("random", 0.25)]["damage"] is None
+    assert table[("lyactl", 0.75)]["flops_ratio"] == pytest.approx(0.5)
