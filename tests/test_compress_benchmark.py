@@ -31,6 +31,7 @@ def test_tiny_compress_arms_events_and_monitor_trace(tmp_path):
             for act in ("prune", "freeze"):
                 assert e.get(act, 0) == sum(v for k, v in e.items() if k.startswith(act + ":"))
         assert 0 < pruned <= sum(a["certificates"].values())  # a freeze may carry two certificate kinds
+    assert all(isinstance(a["restores"], list) for a in arms)
     lyactl = next(a for a in arms if a["arm"] == "lyactl-distill")
     assert lyactl["monitors"] and all(isinstance(r, dict) for r in lyactl["monitors"])
     for row in lyactl["monitors"]:
@@ -61,3 +62,13 @@ def test_tiny_compress_arms_events_and_monitor_trace(tmp_path):
 def test_unknown_arm_is_refused(tmp_path):
     with pytest.raises(SystemExit):
         main(["--preset", "tiny", "--arms", "lyactl,bogus", "--out", str(tmp_path / "c.json")])
+
+
+def test_restores_list_the_reports_that_undid_events():
+    from types import SimpleNamespace as NS
+
+    from benchmarks.compress.run import _restores
+
+    outs = [NS(restores=()), NS(restores=(NS(step=5), NS(step=7))), NS(restores=())]
+    assert _restores(outs) == [{"report": 1, "event_steps": [5, 7]}]
+    assert _restores([]) == []

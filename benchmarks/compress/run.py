@@ -146,7 +146,8 @@ def run_seed(teacher, tokens, tok, split, work, p, args, n, seed, bpb, within, s
                                           for d in e.decisions]} for e in r.events], groups)
             shape = r.model
         arms.append(record(arm, seed, r.record, bpb(r.model), _certificates(r))
-                    | {"events": _events(r.events, groups), "monitors": _monitor_trace(r.outputs)})
+                    | {"events": _events(r.events, groups), "monitors": _monitor_trace(r.outputs),
+                       "restores": _restores(r.outputs)})
         save()
     full = seed == 0 and n == args.tokens[0]
     for arm, steps in (("scratch-same-tokens", CompressConfig(args.target, n, batch_size=p["batch"],
@@ -199,6 +200,13 @@ def _events(events, groups: list) -> list[dict]:
                 counts[key] = counts.get(key, 0) + 1
         out.append({"step": e.step, **counts})
     return out
+
+
+def _restores(outputs) -> list[dict]:
+    """The rollback guard's restores: per controller report that restored anything, the report's
+    index and the steps of the events it undid (the decisions lists only what was applied)."""
+    return [{"report": k, "event_steps": [int(e.step) for e in out.restores]}
+            for k, out in enumerate(outputs) if getattr(out, "restores", ())]
 
 
 def _monitor_trace(outputs) -> list[dict]:
