@@ -60,8 +60,8 @@ from lyactl_torch.ssm.truncate import (horizon_scores, hsv_proxy_scores, keep_to
 __all__ = ["PRESETS", "ARMS", "run_arm", "main"]
 
 _ROOT = Path(__file__).resolve().parents[2]
-ARMS = ("full", "lyactl", "lyactl-approx", "lyactl-scaled", "small-scratch", "random", "random-reset", "smallest", "magnitude", "horizon",
-        "frontier")
+ARMS = ("full", "lyactl", "lyactl-approx", "lyactl-scaled", "small-scratch", "random", "random-reset", "smallest",
+        "magnitude", "horizon", "frontier")
 _CUT_ARMS = ("lyactl", "lyactl-approx", "lyactl-scaled", "random", "random-reset", "smallest", "magnitude", "horizon")
 
 _TINY_MODEL = {"d_model": 16, "n_layer": 2, "n_state": 32, "mlp_hidden": 64, "chunk": 16}
@@ -209,7 +209,8 @@ def run_arm(arm: str, seed: int, n_state: int, preset: dict, task: str, data, ar
            "state_final": sum(model.states()), "train_flops": flops, "wall_s": wall,
            "peak_mem": torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None,
            "state_share_start": share0, "state_share_final": state_share(model, T), "losses": losses,
-           "certificates": certs, "cut_step": cut if cut >= 0 else None, "cut_frac": preset["cut_frac"] if cut >= 0 else None,
+           "certificates": certs, "cut_step": cut if cut >= 0 else None,
+           "cut_frac": preset["cut_frac"] if cut >= 0 else None,
            "metric_before_cut": probe[0][0], "metric_after_cut": probe[1][0], "keep": preset["keep"],
            "policy": policy if arm.startswith("lyactl") else "reset" if arm == "random-reset" else None}
     rec.update(_evaluate(task, model, data, preset, dev, seed))

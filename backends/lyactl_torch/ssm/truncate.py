@@ -225,7 +225,8 @@ ModeScale = Literal["eig", "layer"]
 
 
 def balanced_surgery(layer: LRU, opt: torch.optim.Optimizer | None, *, rank: int, policy: Policy = "reset",
-                     name: str = "", n_freq: int = 512, engine: Engine = "torch", mode_scale: ModeScale = "eig") -> Surgery:
+                     name: str = "", n_freq: int = 512, engine: Engine = "torch",
+                     mode_scale: ModeScale = "eig") -> Surgery:
     """Replace ``layer``'s modes by the balanced truncation to ``rank`` REAL states of its
     real-output system; move Adam's state by ``policy`` (module docstring). In place.
 
