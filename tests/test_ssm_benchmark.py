@@ -99,6 +99,26 @@ def test_several_cuts_with_probes_and_the_report_pairs_them(tmp_path):
     by = {(a["arm"], a["cut_frac"]): a["accuracy"] for a in res["arms"]}
     assert rows["lyactl-scaled@0.6"]["vs_random"][0] == pytest.approx(by[("lyactl-scaled", 0.6)] - by[("random", 0.6)])
     assert rows["random@0.2"]["cut_damage"] is not None and rows["full"]["cut_damage"] is None
+    for a in res["arms"]:  # [step, loss, seconds]: the training time so far grows with the step
+        steps, secs = [x[0] for x in a["losses"]], [x[2] for x in a["losses"]]
+        assert steps == sorted(steps) and secs == sorted(secs) and secs[0] >= 0 and secs[-1] <= a["wall_s"] + 1e-6
+
+
+def test_cut_step_time_times_a_cut_model_at_the_small_shape():
+    """The diagnostic's cut model really has the small state when it is timed, and every time is
+    a positive, finite number of seconds (no bound on the ratio: a loaded CPU)."""
+    import math
+
+    import torch
+
+    from benchmarks.ssm.step_time import cut_step_time
+    from lyactl_torch.ssm.lm import SSMLMConfig
+
+    cfg = SSMLMConfig(vocab_size=32, d_model=8, n_layer=2, n_state=12, mlp_hidden=16, chunk=4)
+    out = cut_step_time(cfg, 3, 2, 8, torch.device("cpu"), 1, 2)
+    assert (out["n_state"], out["r"], out["cut_states"]) == (12, 3, [3, 3])
+    assert all(math.isfinite(out[k]) and out[k] > 0 for k in ("fresh_small_s", "before_s", "cut_s", "cut_over_fresh"))
+    assert out["cut_over_fresh"] == pytest.approx(out["cut_s"] / out["fresh_small_s"])
 
 
 def test_cut_point_pairs_each_cut_with_its_groups_full(tmp_path):

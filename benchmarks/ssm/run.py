@@ -149,7 +149,12 @@ def _probe(task: str, model: SSMLM, data, preset: dict, dev: torch.device, seed:
 
 def run_arm(arm: str, seed: int, n_state: int, preset: dict, task: str, data, args, lr: float | None = None) -> dict:
     """Train one arm and return its record (with ``--probe-cut``, the metric just before and just
-    after the cut as well: the damage the cut does before any retraining)."""
+    after the cut as well: the damage the cut does before any retraining).
+
+    ``losses``: ``[step, loss, seconds]`` about 20 times a run; the seconds are the training time
+    so far (probes excluded), read after the loss's host sync, so the step rate before and after
+    a cut can be compared within one run.
+    """
     cfg_t = preset[task]
     dev = torch.device(preset["device"])
     vocab = data.tokenizer.vocab_size if task == "lm" else cfg_t["vocab"]
@@ -199,8 +204,8 @@ def run_arm(arm: str, seed: int, n_state: int, preset: dict, task: str, data, ar
             certs = _certificates(trunc)
             probe.append(_probe(task, model, data, preset, dev, seed))
             fwd = torch.compile(model, dynamic=False) if preset["compile"] else model  # shapes changed
-        if step % max(1, steps // 20) == 0 or step == steps - 1:
-            losses.append([step, float(loss.detach())])
+        if step % max(1, steps // 20) == 0 or step == steps - 1:  # float(): the sync these times rely on
+            losses.append([step, float(loss.detach()), time.perf_counter() - t0 - sum(t for _, t in probe)])
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     probe = (probe + [(None, 0.0)] * 2)[:2]

@@ -19,6 +19,7 @@ configuration, the 15 kernels with the most device time in one profiled step.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import time
@@ -27,8 +28,9 @@ from pathlib import Path
 import torch
 
 from lyactl_torch.ssm.lm import SSMLM, SSMLMConfig, flops_per_token
+from lyactl_torch.ssm.truncate import keep_top, random_scores, select_modes
 
-__all__ = ["step_time", "main"]
+__all__ = ["step_time", "cut_step_time", "main"]
 
 
 def _step(fwd, model: SSMLM, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, bf16: bool) -> None:
@@ -73,6 +75,50 @@ def step_time(cfg: SSMLMConfig, batch: int, seq: int, mode: str, dev: torch.devi
             "achieved_tflops": fpt * batch * seq / dt / 1e12}
 
 
+def _timed(model: SSMLM, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, steps: int) -> float:
+    bf16 = x.device.type == "cuda"
+    _step(model, model, opt, x, y, bf16)  # one untimed step: allocations at the new shapes
+    _sync(x.device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        _step(model, model, opt, x, y, bf16)
+    _sync(x.device)
+    return (time.perf_counter() - t0) / steps
+
+
+def cut_step_time(cfg: SSMLMConfig, r: int, batch: int, seq: int, dev: torch.device, warmup: int,
+                  steps: int) -> dict:
+    """Step time of a model cut from ``cfg.n_state`` to ``r`` modes mid-run against a fresh model
+    built at ``r``: does a cut model step as fast as the small model it now has the shape of?
+
+    The cut model trains ``warmup`` steps, is evaluated once (``eval()``, a no-grad forward,
+    ``train()``, as a benchmark probe does), keeps ``r`` random modes per layer (parameters and
+    Adam moments sliced, :func:`~lyactl_torch.ssm.truncate.select_modes`) and is timed for
+    ``steps`` steps; so is the fresh model after the same warm-up. One host sync per timing.
+    """
+    g = torch.Generator().manual_seed(0)
+    xy = torch.randint(0, cfg.vocab_size, (batch, seq + 1), generator=g).to(dev)
+    x, y = xy[:, :-1], xy[:, 1:]
+    out = {}
+    for name, n in (("fresh_small", r), ("cut", cfg.n_state)):
+        model = SSMLM(dataclasses.replace(cfg, n_state=n), seed=0).to(dev)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        for _ in range(warmup):
+            _step(model, model, opt, x, y, x.device.type == "cuda")
+        if name == "cut":
+            out["before_s"] = _timed(model, opt, x, y, steps)
+            model.eval()
+            with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+                model(x)
+            model.train()
+            for i, layer in enumerate(model.ssm_layers()):
+                select_modes(layer, opt, keep_top(random_scores(i)(layer), r), rule="random", name=f"ssm{i}")
+            out["cut_states"] = model.states()
+        out[f"{name}_s"] = _timed(model, opt, x, y, steps)
+    return out | {"n_state": cfg.n_state, "r": r, "batch": batch, "layout": cfg.scan_layout,
+                  "cut_over_fresh": out["cut_s"] / out["fresh_small_s"]}
+
+
 def kernel_profile(cfg: SSMLMConfig, batch: int, seq: int, dev: torch.device, top: int = 15) -> list[dict]:
     """The ``top`` kernels by device (or CPU) time in one eager step after two warm-up steps."""
     from torch.profiler import ProfilerActivity, profile
@@ -105,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vocab", type=int, default=8192)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--cut", action="store_true",
+                    help="also time a model cut from the first to the last --states size against a fresh one")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     dev = torch.device(args.device)
@@ -117,9 +165,13 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rows[-1]), flush=True)
     cfg0 = SSMLMConfig(vocab_size=args.vocab, d_model=args.d_model, n_layer=4, n_state=args.states[0],
                        mlp_hidden=4 * args.d_model, chunk=64, scan_layout=args.layouts[0])
+    cuts = [cut_step_time(dataclasses.replace(cfg0, scan_layout=lay), args.states[-1], B, args.seq, dev,
+                          args.warmup, args.steps) for lay in args.layouts for B in args.batches] if args.cut else []
+    for c in cuts:
+        print(json.dumps(c), flush=True)
     prof = kernel_profile(cfg0, args.batches[0], args.seq, dev)
     result = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-              "torch": torch.__version__, "seq": args.seq, "d_model": args.d_model, "rows": rows,
+              "torch": torch.__version__, "seq": args.seq, "d_model": args.d_model, "rows": rows, "cuts": cuts,
               "profile": {"n_state": args.states[0], "batch": args.batches[0], "layout": args.layouts[0],
                           "kernels": prof}}
     if args.out:
