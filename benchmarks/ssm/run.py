@@ -289,9 +289,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scan-layout", choices=("state", "time"), default="state",
                     help="the LRU scan's memory layout (records before 2026-12-02 late: time)")
     ap.add_argument("--compile", action="store_true", help="torch.compile(dynamic=False); recompiled after a cut")
+    ap.add_argument("--kind", choices=("lru", "s4d", "recall"), default="lru",
+                    help="the SSM layer (SSMLMConfig.kind); recall: the gated mixer around an LRU (MQAR needs it)")
+    ap.add_argument("--heads", default="4x8", help="recall mixer: n_head x d_head (its LRU has n_head d_head^2 inputs)")
+    ap.add_argument("--r-min", type=float, default=None,
+                    help="smallest initial |lam| (default 0.9; 0.99 for --kind recall: its memory must last the sequence)")
     args = ap.parse_args(argv)
     preset = PRESETS[args.preset] | ({"compile": True} if args.compile else {})
-    preset = preset | {t: preset[t] | {"model": preset[t]["model"] | {"scan_layout": args.scan_layout}} for t in ("lm", "mqar")}
+    n_head, d_head = (int(x) for x in args.heads.split("x"))
+    r_min = args.r_min if args.r_min is not None else 0.99 if args.kind == "recall" else 0.9
+    shape = {"scan_layout": args.scan_layout, "kind": args.kind, "r_min": r_min} | (
+        {"n_head": n_head, "d_head": d_head} if args.kind == "recall" else {})
+    preset = preset | {t: preset[t] | {"model": preset[t]["model"] | shape} for t in ("lm", "mqar")}
     if args.steps:
         preset = preset | {args.task: preset[args.task] | {"steps": args.steps}}
     if args.batch:

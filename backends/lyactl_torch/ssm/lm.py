@@ -8,7 +8,9 @@ Architecture (pre-norm residual blocks; ``H = d_model``)::
     logits = norm(h) @ wte^T                                  (tied head)
 
 The SSM layer is an :class:`~lyactl_torch.ssm.lru.LRU` (``kind="lru"``) or an
-:class:`~lyactl_torch.ssm.s4d.S4DReal` (``kind="s4d"``). No positional embedding: the
+:class:`~lyactl_torch.ssm.s4d.S4DReal` (``kind="s4d"``) or a gated recall mixer around an LRU
+(:class:`~lyactl_torch.ssm.recall.RecallLRU`, ``kind="recall"``, heads ``n_head`` x ``d_head``:
+the recall task needs its multiplicative gates). No positional embedding: the
 recurrence orders the sequence (attention blocks in a hybrid see the order through the SSM
 blocks below them). The MLP is ``W2 gelu(W1 x)``.
 
@@ -31,6 +33,7 @@ from torch import nn
 from lyactl.errors import InvalidArgumentError, bad_arg
 from lyactl_torch.ssm.lru import LRU, LRUConfig
 from lyactl_torch.ssm.s4d import S4DReal, S4DRealConfig
+from lyactl_torch.ssm.recall import RecallConfig, RecallLRU
 
 __all__ = ["SSMLMConfig", "SSMLM", "SSMBlock", "flops_per_token", "state_share"]
 
@@ -46,9 +49,10 @@ class SSMLMConfig:
     n_layer: int
     n_state: int
     mlp_hidden: int | None = None
-    kind: Literal["lru", "s4d"] = "lru"
+    kind: Literal["lru", "s4d", "recall"] = "lru"
     attn_every: int = 0
     n_head: int = 4
+    d_head: int = 8
     chunk: int = 64
     r_min: float = 0.9
     r_max: float = 0.999
@@ -103,7 +107,10 @@ def _ssm(cfg: SSMLMConfig, g: torch.Generator | None) -> nn.Module:
         return LRU(LRUConfig(cfg.d_model, cfg.n_state, cfg.r_min, cfg.r_max, chunk=cfg.chunk, layout=cfg.scan_layout), g)
     if cfg.kind == "s4d":
         return S4DReal(S4DRealConfig(cfg.d_model, cfg.n_state, r_max=cfg.r_max, chunk=cfg.chunk, layout=cfg.scan_layout), g)
-    raise InvalidArgumentError(bad_arg("kind", "'lru' or 's4d'", cfg.kind))
+    if cfg.kind == "recall":
+        return RecallLRU(RecallConfig(cfg.d_model, cfg.n_head, cfg.d_head, cfg.n_state, cfg.r_min, cfg.r_max,
+                                      chunk=cfg.chunk, layout=cfg.scan_layout), g)
+    raise InvalidArgumentError(bad_arg("kind", "'lru', 's4d' or 'recall'", cfg.kind))
 
 
 class SSMLM(nn.Module):
@@ -130,8 +137,9 @@ class SSMLM(nn.Module):
                 nn.init.normal_(p, std=0.02 / (2 * cfg.n_layer) ** 0.5, generator=g)
 
     def ssm_layers(self) -> list[nn.Module]:
-        """The SSM mixers, bottom to top."""
-        return [b.mixer for b in self.blocks if isinstance(b.mixer, (LRU, S4DReal))]
+        """The SSM layers, bottom to top (a :class:`~.recall.RecallLRU` mixer's inner LRU)."""
+        return [b.mixer.lru if isinstance(b.mixer, RecallLRU) else b.mixer for b in self.blocks
+                if isinstance(b.mixer, (LRU, S4DReal, RecallLRU))]
 
     def states(self) -> list[int]:
         """The current state size of every SSM layer."""
@@ -152,15 +160,21 @@ def flops_per_token(model: SSMLM, seq_len: int) -> dict[str, float]:
     (the block-Toeplitz product of :mod:`.scan`: ``2 (2L)^2`` flops per chunk and state spread
     over ``L`` steps, plus the carry); ``mlp`` ``4 H M`` per block; ``attn`` ``8 H^2 + 4 T H``
     (causal: half of the ``T x T`` scores counted as executed by the fused kernel, i.e. all);
-    ``head`` ``2 H V``. Norms, gelu, residuals and D are left out (O(H), below 1 %).
+    ``head`` ``2 H V``; ``gates`` (a recall mixer, :mod:`.recall`): ``8 H n_head d + 4 n_head d^2``,
+    its inner LRU counted in ``ssm_proj`` / ``ssm_scan`` with ``H' = n_head d^2`` in place of ``H``. Norms, gelu, residuals and D are left out (O(H), below 1 %).
     """
     cfg = model.config
     H, M, V = cfg.d_model, cfg.hidden, cfg.vocab_size
     L = min(cfg.chunk, seq_len)
-    out = {"ssm_proj": 0.0, "ssm_scan": 0.0, "mlp": 0.0, "attn": 0.0, "head": 2.0 * H * V}
+    out = {"ssm_proj": 0.0, "ssm_scan": 0.0, "mlp": 0.0, "attn": 0.0, "gates": 0.0, "head": 2.0 * H * V}
     for b in model.blocks:
         out["mlp"] += 4.0 * H * M
-        if isinstance(b.mixer, LRU):
+        if isinstance(b.mixer, RecallLRU):
+            rc, N = b.mixer.cfg, b.mixer.n_state
+            out["ssm_proj"] += 8.0 * N * rc.d_memory
+            out["ssm_scan"] += (8.0 * L + 16.0) * N
+            out["gates"] += 8.0 * H * rc.n_head * rc.d_head + 4.0 * rc.d_memory
+        elif isinstance(b.mixer, LRU):
             N = b.mixer.n_state
             out["ssm_proj"] += 8.0 * N * H
             out["ssm_scan"] += (8.0 * L + 16.0) * N
