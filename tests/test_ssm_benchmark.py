@@ -53,6 +53,19 @@ def test_tiny_mqar_end_to_end(tmp_path):
     assert {c["optimizer_policy"] for c in by["random"]["certificates"]} == {"slice-exact"}
 
 
+def test_recall_mixer_with_equal_modes_keeps_no_more_modes_than_random(tmp_path):
+    """``--kind recall --equal-modes``: the balanced cut keeps at most r complex modes per layer,
+    as random keeps r, and its certificates are re-verified offline."""
+    rc = main(["--preset", "tiny", "--task", "mqar", "--kind", "recall", "--heads", "2x4", "--arms", "lyactl,random",
+               "--seeds", "0", "--steps", "8", "--equal-modes", "--out", str(tmp_path)])
+    assert rc == 0
+    res = _check(tmp_path / "ssm_mqar.json", "mqar", "accuracy", {"lyactl", "random"})
+    assert res["config"]["task"]["model"]["kind"] == "recall" and res["config"]["equal_modes"]
+    by = {a["arm"]: a for a in res["arms"]}
+    assert by["lyactl"]["state_final"] <= by["random"]["state_final"] == 2 * 8
+    assert all(c["reverified"] and c["modes_after"] <= 8 for c in by["lyactl"]["certificates"])
+
+
 def test_mqar_targets_are_the_values_of_repeated_keys():
     x, y = mqar_batch(0, 3, 4, 40, 5, 64)
     for b in range(4):

@@ -30,6 +30,12 @@ Arms (paired: one seed fixes the initialisation and the data order in every arm)
   Gramians, :func:`lyactl_torch.ssm.truncate.horizon_scores`), sliced exactly;
 * ``frontier``: state sizes ``N * f`` from scratch for ``f`` in the preset's ``frontier``.
 
+``--kind recall`` replaces the LRU mixer by :class:`~lyactl_torch.ssm.recall.RecallLRU` (gates
+around an LRU memory; the plain LRU stays near chance on MQAR), ``--heads 4x8`` its heads;
+``--equal-modes`` caps the lyactl arms at ``r`` complex modes per layer, as the modal arms keep
+(without it a real eigenvalue of the reduced system spends a whole complex mode, and the
+recall mixer's small phases make many real).
+
 ``--cut-frac 0.25,0.75,0.9`` runs every cut arm at each cut (``full`` and the from-scratch arms
 once); ``--keep`` sets the kept share of the states; ``--probe-cut`` records the metric just
 before and just after the cut (``metric_before_cut`` / ``metric_after_cut``), the damage a
@@ -128,7 +134,7 @@ def _truncator(model: SSMLM, opt, r: int, cut: int, seq_len: int, args, opt_poli
     mode = {"mode": "rank", "keep": 2 * r} if args.tol is None else {"mode": "energy", "tau": args.tol}
     policy = StateTruncationPolicy(**mode, start_step=cut, last_step=cut, guard=None)
     return StateTruncator(model, opt, policy, interval=cut, seq_len=seq_len, optimizer_policy=opt_policy,
-                          mode_scale=mode_scale)
+                          mode_scale=mode_scale, equal_modes=args.equal_modes)
 
 
 def _certificates(trunc: StateTruncator) -> list[dict]:
@@ -292,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kind", choices=("lru", "s4d", "recall"), default="lru",
                     help="the SSM layer (SSMLMConfig.kind); recall: the gated mixer around an LRU (MQAR needs it)")
     ap.add_argument("--heads", default="4x8", help="recall mixer: n_head x d_head (its LRU has n_head d_head^2 inputs)")
+    ap.add_argument("--equal-modes", action="store_true",
+                    help="lyactl arms keep at most r complex modes per layer (as the modal arms), the rank stepping down")
     ap.add_argument("--r-min", type=float, default=None,
                     help="smallest initial |lam| (default 0.9; 0.99 for --kind recall: its memory must last the sequence)")
     args = ap.parse_args(argv)
@@ -312,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         if not 0.0 < args.keep <= 1.0:
             ap.error(f"--keep: expected a number in (0, 1], found {args.keep}")
         preset = preset | {"keep": args.keep}
-    preset = preset | {"probe_cut": args.probe_cut, "cut_frac": cut_fracs[0], "cut_fracs": cut_fracs}
+    preset = preset | {"probe_cut": args.probe_cut, "cut_frac": cut_fracs[0], "cut_fracs": cut_fracs,
+                       "equal_modes": args.equal_modes}
     arms = [a for a in args.arms.split(",") if a]
     bad = [a for a in arms if a not in ARMS]
     if bad:

@@ -101,8 +101,8 @@ def _copy_state(st: dict[str, Any]) -> dict[str, Any]:
 class TruncateState:
     """Cut ``layer`` to ``keep`` (balanced: real states; modal: modes, by largest modal bound).
 
-    ``policy``, ``mode_scale``: Adam's state under a change of basis and the new modes' scaling
-    (:func:`~.truncate.balanced_surgery`);
+    ``policy``, ``mode_scale``, ``max_modes``: Adam's state under a change of basis, the new
+    modes' scaling and a cap on the complex modes kept (:func:`~.truncate.balanced_surgery`);
     modal selection slices it exactly. ``step`` is written into the certificate.
     """
 
@@ -114,6 +114,7 @@ class TruncateState:
     policy: Literal["approx", "reset", "slice"] = "reset"
     n_freq: int = 512
     mode_scale: Literal["eig", "layer"] = "eig"
+    max_modes: int | None = None
 
     def apply(self, layout: Any, optimizer: torch.optim.Optimizer | None) -> StateRecord:
         lay = self.layer
@@ -125,8 +126,8 @@ class TruncateState:
         hsv: tuple[float, ...] = ()
         if self.method == "balanced":
             rec = balanced_surgery(lay, optimizer, rank=self.keep, policy=self.policy, name=self.name,
-                                   n_freq=self.n_freq, mode_scale=self.mode_scale)
-            states_after, hsv = self.keep, rec.hsv
+                                   n_freq=self.n_freq, mode_scale=self.mode_scale, max_modes=self.max_modes)
+            states_after, hsv = len(rec.hsv) - len(rec.discarded), rec.hsv  # the rank used
         else:
             scores = magnitude_scores(lay)
             rec = select_modes(lay, optimizer, keep_top(scores, self.keep), rule="magnitude", name=self.name,

@@ -226,9 +226,14 @@ ModeScale = Literal["eig", "layer"]
 
 def balanced_surgery(layer: LRU, opt: torch.optim.Optimizer | None, *, rank: int, policy: Policy = "reset",
                      name: str = "", n_freq: int = 512, engine: Engine = "torch",
-                     mode_scale: ModeScale = "eig") -> Surgery:
+                     mode_scale: ModeScale = "eig", max_modes: int | None = None) -> Surgery:
     """Replace ``layer``'s modes by the balanced truncation to ``rank`` REAL states of its
     real-output system; move Adam's state by ``policy`` (module docstring). In place.
+
+    ``max_modes``: at most this many complex modes after the cut. A real eigenvalue of the
+    reduced system spends a whole complex mode on one real state, so ``rank`` real states can
+    need up to ``rank`` modes; the rank then steps down (by the excess each time, one balancing
+    per try) until the modes fit. The first rank found that fits, not necessarily the largest.
 
     ``engine``: ``"torch"`` balances on the layer's device in float64
     (:func:`lyactl_torch.ssm.balance_torch.lru_truncation`); ``"numpy"`` on the host with the
@@ -245,13 +250,17 @@ def balanced_surgery(layer: LRU, opt: torch.optim.Optimizer | None, *, rank: int
         raise InvalidArgumentError(bad_arg("policy", "'approx', 'reset' or 'slice'", policy))
     if engine not in ("torch", "numpy"):
         raise InvalidArgumentError(bad_arg("engine", "'torch' or 'numpy'", engine))
+    if max_modes is not None and max_modes < 1:
+        raise InvalidArgumentError(bad_arg("max_modes", "None or an int >= 1", max_modes))
     mom = _moments(layer, opt)
-    if engine == "torch":
-        full = balance_torch.diagonal_modes(layer)
-        tr = balance_torch.lru_truncation(*full, rank=rank)
-    else:
-        full = layer.system()[:3]
-        tr = lru_truncation(*full, rank=rank)
+    full = balance_torch.diagonal_modes(layer) if engine == "torch" else layer.system()[:3]
+    truncate = balance_torch.lru_truncation if engine == "torch" else lru_truncation
+    tr = truncate(*full, rank=rank)
+    while max_modes is not None and len(tr.A) > max_modes:
+        if rank == 1:
+            raise InvalidArgumentError(bad_arg("max_modes", "a count one real state can meet", max_modes))
+        rank = max(1, rank - (len(tr.A) - max_modes))
+        tr = truncate(*full, rank=rank)
     N, n_r = layer.n_state, len(tr.A)
     B_r, C_r, T, Tinv = tr.B, tr.C, tr.T, tr.Tinv
     if mode_scale == "layer":

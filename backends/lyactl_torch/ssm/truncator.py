@@ -62,6 +62,11 @@ class StateTruncator:
         Frequency grid of the measured error.
     mode_scale : ``"eig"`` | ``"layer"``
         Scaling of the new LRU modes after a balanced cut (:func:`~.truncate.balanced_surgery`).
+    equal_modes : bool
+        A balanced cut to ``k`` real states keeps at most ``ceil(k / 2)`` complex LRU modes (what
+        a modal cut to ``k`` real states keeps), stepping the rank down where the reduced system's
+        real eigenvalues would need more: equal compute against modal selection at the same
+        ``keep``. Off by default (a real eigenvalue then spends a whole mode on one real state).
     on_event : callable ``(truncator, events) -> None``, optional
         Called after shapes changed (cut or restored).
     """
@@ -70,7 +75,7 @@ class StateTruncator:
                  log: DecisionLog | None = None, interval: int = 50, seq_len: int | None = None,
                  optimizer_policy: Literal["approx", "reset", "slice"] = "reset",
                  lru_method: Literal["balanced", "modal"] = "balanced", n_freq: int = 512,
-                 mode_scale: Literal["eig", "layer"] = "eig",
+                 mode_scale: Literal["eig", "layer"] = "eig", equal_modes: bool = False,
                  on_event: Callable[["StateTruncator", list[Event]], None] | None = None) -> None:
         if not callable(getattr(model, "ssm_layers", None)):
             raise InvalidArgumentError(bad_arg("model", "a model with ssm_layers() (e.g. SSMLM)", type(model).__name__))
@@ -80,7 +85,7 @@ class StateTruncator:
             raise InvalidArgumentError(bad_arg("lru_method", "'balanced' or 'modal'", lru_method))
         if mode_scale not in ("eig", "layer"):
             raise InvalidArgumentError(bad_arg("mode_scale", "'eig' or 'layer'", mode_scale))
-        self.mode_scale = mode_scale
+        self.mode_scale, self.equal_modes = mode_scale, bool(equal_modes)
         self.model, self.optimizer, self.log, self.interval = model, optimizer, log, interval
         self.decider = StateTruncation(policy)
         self.seq_len, self.optimizer_policy, self.lru_method, self.n_freq = seq_len, optimizer_policy, lru_method, n_freq
@@ -135,8 +140,9 @@ class StateTruncator:
         before = self.flops()
         done: list[tuple[TruncateState, StateRecord]] = []
         for p in proposals:
+            cap = -(-p.keep // 2) if self.equal_modes and p.method == "balanced" else None
             op = TruncateState(layers[p.index], p.name, p.method, p.keep, step, self.optimizer_policy, self.n_freq,
-                               self.mode_scale)
+                               self.mode_scale, cap)
             try:
                 rec = op.apply(None, self.optimizer)
             except LyactlError:  # the surgery refused the rank (e.g. it splits a repeated HSV): no decision
