@@ -91,8 +91,9 @@ PRESETS: dict[str, dict] = {
              "lm": {"model": _H200_MODEL, "seq_len": 512, "batch": 32, "steps": 200, "lr": 2e-3, "val_limit": 10,
                     "val_fraction": 0.03, "sources": ("brown", "linux_doc", "mhcc", "milton", "python_doc",
                                                        "shakespeare", "tdavid", "web_bible", "wordnet")},
-             "mqar": {"model": _H200_MODEL | {"d_model": 128, "n_state": 512, "mlp_hidden": 512}, "seq_len": 256,
-                      "batch": 64, "steps": 400, "lr": 3e-3, "vocab": 2048, "pairs": 32, "val_batches": 8}},
+             # recall (--kind recall --heads 4x16): H' = 1024 memory inputs, 2N = 512 real states
+             "mqar": {"model": _H200_MODEL | {"d_model": 128, "n_state": 256, "mlp_hidden": 512}, "seq_len": 128,
+                      "batch": 64, "steps": 1200, "lr": 3e-3, "vocab": 1024, "pairs": 16, "val_batches": 8}},
 }
 
 

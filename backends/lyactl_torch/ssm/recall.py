@@ -81,13 +81,14 @@ learned recall far more slowly (0.05 accuracy after 400 steps at ``r_min = 0.99`
     k = min(2 * N, H)
     G = torch.randn(H, k, generator=generator)
     Q = torch.linalg.qr(G).Q  # [H, k] orthonormal columns
-    Q = torch.cat([Q, torch.zeros(H, 2 * N - k)], dim=1)  # states beyond H' start silent in C
-    with torch.no_grad():
+    extra = torch.randn(H, 2 * N - k, generator=generator) * (1e-2 / H**0.5)
+    Qb, Qc = torch.cat([Q, extra], dim=1), torch.cat([Q, torch.zeros_like(extra)], dim=1)
+    with torch.no_grad():  # states beyond H' start silent in C, with a small random B (so C learns)
         g = torch.exp(lru.gamma_log).unsqueeze(-1)  # [N, 1]: gamma B = Q^T, whatever gamma is
-        lru.B_re.copy_(Q[:, :N].T / g)
-        lru.B_im.copy_(Q[:, N:].T / g)
-        lru.C_re.copy_(Q[:, :N])
-        lru.C_im.copy_(-Q[:, N:])
+        lru.B_re.copy_(Qb[:, :N].T / g)
+        lru.B_im.copy_(Qb[:, N:].T / g)
+        lru.C_re.copy_(Qc[:, :N])
+        lru.C_im.copy_(-Qc[:, N:])
         lru.D.zero_()  # no direct path: the current pair is recalled through the state only
 
 
