@@ -154,3 +154,25 @@ def test_cut_point_pairs_each_cut_with_its_groups_full(tmp_path):
     assert table[("lyactl", 0.75)]["vs_full"][0] == pytest.approx(0.05)
     assert table[("lyactl", 0.75)]["damage"] == pytest.approx(0.2) and table[("random", 0.25)]["damage"] is None
     assert table[("lyactl", 0.75)]["flops_ratio"] == pytest.approx(0.5)
+
+
+def test_recall_script_sweeps_then_compares_at_the_best_full_rate(tmp_path):
+    """benchmarks/ssm/recall.sh at the tiny CPU size: the comparison runs at the rate where the
+    full state recalled best in the sweep."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("bash") is None:
+        pytest.skip("no bash")
+    root = Path(__file__).resolve().parents[1]
+    env = os.environ | {"PRESET": "tiny", "HEADS": "2x4", "SEEDS": "0", "LRS": "3e-3,1e-2", "ARMS": "full,lyactl",
+                        "CUTS": "0.5", "PYTHONPATH": os.pathsep.join([str(root), str(root / "backends")]),
+                        "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
+    subprocess.run(["bash", str(root / "benchmarks" / "ssm" / "recall.sh"), str(tmp_path)], check=True, env=env,
+                   cwd=root, capture_output=True)
+    sweep = json.loads((tmp_path / "ssm_mqar_recall_sweep.json").read_text())["arms"]
+    best = max((a for a in sweep if a["arm"] == "full"), key=lambda a: a["accuracy"])["lr"]
+    res = _check(tmp_path / "ssm_mqar_recall.json", "mqar", "accuracy", {"full", "lyactl"})
+    assert {a["lr"] for a in res["arms"]} == {best}
