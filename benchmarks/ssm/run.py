@@ -299,12 +299,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kind", choices=("lru", "s4d", "recall"), default="lru",
                     help="the SSM layer (SSMLMConfig.kind); recall: the gated mixer around an LRU (MQAR needs it)")
     ap.add_argument("--heads", default="4x8", help="recall mixer: n_head x d_head (its LRU has n_head d_head^2 inputs)")
+    ap.add_argument("--device", default=None, help="override the preset's device (e.g. a CPU preset's shapes on cuda, fp32)")
     ap.add_argument("--equal-modes", action="store_true",
                     help="lyactl arms keep at most r complex modes per layer (as the modal arms), the rank stepping down")
     ap.add_argument("--r-min", type=float, default=None,
                     help="smallest initial |lam| (default 0.9; 0.99 for --kind recall: its memory must last the sequence)")
     args = ap.parse_args(argv)
-    preset = PRESETS[args.preset] | ({"compile": True} if args.compile else {})
+    preset = PRESETS[args.preset] | ({"compile": True} if args.compile else {}) | (
+        {"device": args.device} if args.device else {})
     n_head, d_head = (int(x) for x in args.heads.split("x"))
     r_min = args.r_min if args.r_min is not None else 0.99 if args.kind == "recall" else 0.9
     shape = {"scan_layout": args.scan_layout, "kind": args.kind, "r_min": r_min} | (
