@@ -90,9 +90,9 @@ def _pm(t: tuple[float, float, float, int]) -> str:
     return f"{mean:+.4f}" if math.isnan(lo) else f"{mean:+.4f} [{lo:+.4f}, {hi:+.4f}]"
 
 
-def table(rows: list[dict[str, Any]]) -> str:
-    """A Markdown table of :func:`summary`."""
-    head = ("| arm | states (total) | val bpb per seed | vs full (paired, 95 %) | vs lyactl | vs random "
+def table(rows: list[dict[str, Any]], metric: str = "val bpb") -> str:
+    """A Markdown table of :func:`summary` (``metric``: the per-seed column's name)."""
+    head = (f"| arm | states (total) | {metric} per seed | vs full (paired, 95 %) | vs lyactl | vs random "
             "| vs small-scratch | cut damage | train FLOPs / full | wall / full | error / bound (median) |\n"
             "|---|---|---|---|---|---|---|---|---|---|---|\n")
     out = []
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     runs = [r for f in args.results for r in json.loads(f.read_text())["arms"]]
     rows = summary(runs)
-    print(table(rows))
+    print(table(rows, "val bpb" if runs and "val_bpb" in runs[0] else "accuracy"))
     if args.plot is not None:
         plot(rows, runs, args.plot, " + ".join(f.stem for f in args.results))
     return 0
