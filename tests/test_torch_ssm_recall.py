@@ -81,3 +81,8 @@ def test_a_mode_cap_holds_and_the_certificate_still_bounds_the_error(seed, cap):
 def test_a_cap_is_checked():
     with pytest.raises(InvalidArgumentError, match="max_modes"):
         balanced_surgery(_mixer().lru, None, rank=4, max_modes=0)
+
+
+def test_a_bad_shape_is_named():
+    with pytest.raises(InvalidArgumentError, match="n_head"):
+        RecallConfig(d_model=4, n_head=0, d_head=2, n_state=3)

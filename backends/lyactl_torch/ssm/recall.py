@@ -19,7 +19,7 @@ state is what recall needs, and what truncation removes).
 
 What the certificate covers: truncating the inner LRU changes its map ``z -> M`` by at most the
 bound in the H-infinity norm (energy gain over all input sequences); the gates are outside it,
-so the mixer's output changes by at most ``||W_o|| max_t ||q_t|| * bound * ||z||`` on any given
+so the mixer's output changes by at most ``||W_o|| max_{t,h} ||q_{t,h}|| bound ||z||`` (l2 over time) on a given
 input: a data-dependent factor, not a uniform guarantee about the mixer.
 
 Cost per token: the LRU's ``8 N H'`` (its projections dominate: ``H'`` is ``n_head d^2``), plus
@@ -69,7 +69,8 @@ def _memory_init(lru: LRU, generator: torch.Generator | None) -> None:
     """Start the memory as decaying linear attention on a random ``2N``-dimensional subspace.
 
     With ``Q = [Q1 Q2]`` orthonormal columns (``H' x N`` each):
-    ``C = Q1 - i Q2`` with ``gamma B = Q1^T + i Q2^T`` (so ``Re(C x) = Q1 x_re + Q2 x_im``) and ``D = 0``, the map at ``lam = 1`` is
+    ``C = Q1 - i Q2`` with ``gamma B = Q1^T + i Q2^T`` (so ``Re(C x) = Q1 x_re + Q2 x_im``) and
+    ``D = 0``, the map at ``lam = 1`` is
     ``M_t = (Q1 Q1^T + Q2 Q2^T) sum_j z_j``: the projection of linear attention's memory (all of
     it when ``2N >= H'``). The LRU's own random ``B, C`` make a random mix of the pairs instead,
     and the model stayed at chance on recall from it (a CPU trial, 800 steps); small phases
