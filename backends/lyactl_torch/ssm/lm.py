@@ -161,7 +161,8 @@ def flops_per_token(model: SSMLM, seq_len: int) -> dict[str, float]:
     over ``L`` steps, plus the carry); ``mlp`` ``4 H M`` per block; ``attn`` ``8 H^2 + 4 T H``
     (causal: half of the ``T x T`` scores counted as executed by the fused kernel, i.e. all);
     ``head`` ``2 H V``; ``gates`` (a recall mixer, :mod:`.recall`): ``8 H n_head d + 4 n_head d^2``,
-    its inner LRU counted in ``ssm_proj`` / ``ssm_scan`` with ``H' = n_head d^2`` in place of ``H``. Norms, gelu, residuals and D are left out (O(H), below 1 %).
+    its inner LRU counted in ``ssm_proj`` / ``ssm_scan`` with its width ``H' = n_head d^2`` in
+    place of ``H``. Norms, gelu, residuals and D are left out (O(H), below 1 %).
     """
     cfg = model.config
     H, M, V = cfg.d_model, cfg.hidden, cfg.vocab_size
@@ -169,17 +170,17 @@ def flops_per_token(model: SSMLM, seq_len: int) -> dict[str, float]:
     out = {"ssm_proj": 0.0, "ssm_scan": 0.0, "mlp": 0.0, "attn": 0.0, "gates": 0.0, "head": 2.0 * H * V}
     for b in model.blocks:
         out["mlp"] += 4.0 * H * M
-        if isinstance(b.mixer, RecallLRU):
-            rc, N = b.mixer.cfg, b.mixer.n_state
-            out["ssm_proj"] += 8.0 * N * rc.d_memory
-            out["ssm_scan"] += (8.0 * L + 16.0) * N
+        mixer = b.mixer
+        if isinstance(mixer, RecallLRU):
+            rc = mixer.cfg
             out["gates"] += 8.0 * H * rc.n_head * rc.d_head + 4.0 * rc.d_memory
-        elif isinstance(b.mixer, LRU):
-            N = b.mixer.n_state
-            out["ssm_proj"] += 8.0 * N * H
+            mixer = mixer.lru  # counted as an LRU of width H'
+        if isinstance(mixer, LRU):
+            N = mixer.n_state
+            out["ssm_proj"] += 8.0 * N * mixer.cfg.d_model
             out["ssm_scan"] += (8.0 * L + 16.0) * N
-        elif isinstance(b.mixer, S4DReal):
-            N = b.mixer.n_state
+        elif isinstance(mixer, S4DReal):
+            N = mixer.n_state
             out["ssm_proj"] += 4.0 * N * H
             out["ssm_scan"] += (2.0 * L + 4.0) * N
         else:

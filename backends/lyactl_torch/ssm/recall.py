@@ -19,8 +19,8 @@ state is what recall needs, and what truncation removes).
 
 What the certificate covers: truncating the inner LRU changes its map ``z -> M`` by at most the
 bound in the H-infinity norm (energy gain over all input sequences); the gates are outside it,
-so the mixer's output changes by at most ``||W_o|| max_{t,h} ||q_{t,h}|| bound ||z||`` (l2 over time) on a given
-input: a data-dependent factor, not a uniform guarantee about the mixer.
+so the mixer's output changes by at most ``||W_o|| max_{t,h} ||q_{t,h}|| bound ||z||`` (l2 over
+time) on a given input: a data-dependent factor, not a uniform guarantee about the mixer.
 
 Cost per token: the LRU's ``8 N H'`` (its projections dominate: ``H'`` is ``n_head d^2``), plus
 ``8 H n_head d`` for the four dense maps and ``4 n_head d^2`` for the outer and inner products.
@@ -75,8 +75,8 @@ def _memory_init(lru: LRU, generator: torch.Generator | None) -> None:
     it when ``2N >= H'``). The LRU's own random ``B, C`` make a random mix of the pairs instead,
     and the model stayed at chance on recall from it (a CPU trial, 800 steps); small phases
     (``max_phase``) keep stored keys from rotating. ``B`` absorbs ``1 / gamma``: with the LRU's
-input normalisation left in, the memory started ``gamma`` (0.05 to 0.4) times too small and
-learned recall far more slowly (0.05 accuracy after 400 steps at ``r_min = 0.99``).
+    input normalisation left in, the memory started ``gamma`` (0.05 to 0.4) times too small and
+    learned recall far more slowly (0.05 accuracy after 400 steps at ``r_min = 0.99``).
     """
     H, N = lru.B_re.shape[1], lru.n_state
     k = min(2 * N, H)
