@@ -5,7 +5,8 @@ Each group is a ``dim``-dimensional block of quadratic modes, loss
 ``g = lam (w - w*) (1 + mult xi) + add zeta`` (xi, zeta standard normal), trained by
 ``gd``, ``heavy_ball`` (``v = beta v + g; w -= eta v``) or ``adamw`` (bias-corrected,
 eps 1e-8); all with decoupled weight decay ``w -= eta wd w``. Every ``interval`` steps one
-:class:`~lyactl.control.groups.GroupStats` is reported exactly as a backend would.
+:class:`~lyactl.control.groups.GroupStats` is reported exactly as a backend would, ``gdw``
+included (the previous interval's displacement dotted with the first gradient after it).
 
 Behaviours (``eta`` the step; parameters chosen per optimizer in :data:`BEHAVIOURS`):
 
@@ -85,12 +86,15 @@ def simulate(labels: Sequence[str], optimizer: str = "gd", n_reports: int = 40, 
     out = []
     t = 0
     eta0 = eta
+    D, gdw = None, np.full(len(labels), np.nan)  # the pending displacement, its path-end reading
     for r in range(n_reports):
         for _ in range(interval):
             t += 1
             eta = eta0 * lr_decay**t
             noise = rng.normal(0, 1, w.shape)
             g = lam * (w - w_star) * (1 + mult * rng.normal(0, 1, w.shape)) + add * noise
+            if D is not None:  # the first gradient after a report, at the path's end
+                gdw, D = (g * D).sum(1), None
             if optimizer == "gd":
                 step = g
             elif optimizer == "heavy_ball":
@@ -102,14 +106,16 @@ def simulate(labels: Sequence[str], optimizer: str = "gd", n_reports: int = 40, 
                 step = (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
             w = w - eta * step - eta * wd * w
         out.append(make_stats(t, eta, wd, interval, w, w_prev, g, m if optimizer != "gd" else None,
-                              lam if curvature else None, w_star))
+                              lam if curvature else None, w_star, gdw))
+        D, gdw = w - w_prev, np.full(len(labels), np.nan)
         w_prev = w.copy()
     groups = tuple(Group(f"{b}.{i}", kind, i, dim, 6.0 * dim, 2.0 * dim) for i, b in enumerate(labels))
     return Simulation(groups, tuple(out), tuple(labels))
 
 
 def make_stats(step: int, lr: float, wd: float, interval: int, w: np.ndarray, w_prev: np.ndarray,
-               g: np.ndarray, m: np.ndarray | None, lam: np.ndarray | None, w_star: np.ndarray) -> GroupStats:
+               g: np.ndarray, m: np.ndarray | None, lam: np.ndarray | None, w_star: np.ndarray,
+               gdw: np.ndarray | None = None) -> GroupStats:
     """Per-group statistics from the simulator state (each ``[n_groups]``)."""
     with np.errstate(over="ignore", invalid="ignore"):
         w_sq = (w**2).sum(1)
@@ -119,4 +125,4 @@ def make_stats(step: int, lr: float, wd: float, interval: int, w: np.ndarray, w_
     return GroupStats(step=step, lr=lr, loss=loss, w_sq=w_sq, dw_sq=((w - w_prev) ** 2).sum(1),
                       g_sq=(g**2).sum(1), gw=(g * w).sum(1),
                       m_sq=(m**2).sum(1) if m is not None else np.full(len(w), np.nan),
-                      curv=curv, interval=interval, weight_decay=wd)
+                      curv=curv, interval=interval, weight_decay=wd, gdw=gdw)

@@ -60,19 +60,24 @@ class TorchBackend:
     curv_scale : float
         Scale of the Adam second-moment curvature estimate ``curv`` (:mod:`.stats`): 1 gives
         the low estimate, the number of tokens per optimizer step the high one.
+    measure_path : bool
+        Report ``gdw``, the path-end gradient statistic (:mod:`.stats`) that the settled-group
+        freeze certificate reads (:mod:`lyactl.control.settled`). Cost: one float32 copy of the
+        grouped parameters held from a report to the next step, one fused reduction there.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, block: int = 64,
                  adapter: ArchitectureAdapter | None = None, adapters: Sequence[ArchitectureAdapter] = (),
                  live: dict[str, Sequence[int]] | None = None, block_ids: Sequence[int] | None = None,
-                 stats_dtype: torch.dtype = torch.float32, curv_scale: float = 1.0) -> None:
+                 stats_dtype: torch.dtype = torch.float32, curv_scale: float = 1.0,
+                 measure_path: bool = False) -> None:
         if not (math.isfinite(curv_scale) and curv_scale > 0):
             raise InvalidArgumentError(bad_arg("curv_scale", "a finite number > 0", curv_scale))
         self.model, self.optimizer = model, optimizer
         self.adapter = adapter_for(model, adapters) if adapter is None else adapter
         self.layout = Layout(model, self.adapter, block, live, block_ids)
-        self.stats_dtype, self.curv_scale = stats_dtype, float(curv_scale)
-        self.plan = ReductionPlan(self.layout, stats_dtype)
+        self.stats_dtype, self.curv_scale, self.measure_path = stats_dtype, float(curv_scale), bool(measure_path)
+        self.plan = ReductionPlan(self.layout, stats_dtype, self.measure_path)
         self.prox = ProximalGroupLasso(self.plan)
         self.record: list[dict[str, Any]] = []
         self.held: dict[int, list[tuple[Operation, Any]]] = {}
@@ -92,7 +97,9 @@ class TorchBackend:
 
     # ---- per-step inputs ----------------------------------------------------------
     def observe_step(self, loss: torch.Tensor | float, lr: float | torch.Tensor | None = None) -> None:
-        """Count one optimizer step and keep its loss (a tensor is kept, not synced)."""
+        """Count one optimizer step and keep its loss (a tensor is kept, not synced); at the
+        step after a report, reduce the path-end gradient (``measure_path``; no sync)."""
+        self.plan.path_gradient()
         self.step += 1
         self.loss = loss.detach() if isinstance(loss, torch.Tensor) else loss
         self.lr = lr
@@ -138,7 +145,7 @@ class TorchBackend:
 
     def _rebuild(self) -> None:
         update_prefix(self.layout)
-        self.plan = ReductionPlan(self.layout, self.stats_dtype)
+        self.plan = ReductionPlan(self.layout, self.stats_dtype, self.measure_path)
         self.prox.rebuild(self.plan)
 
     def _log(self, kind: str, event: Event, before: tuple, t0: float) -> None:

@@ -156,6 +156,9 @@ def add_compress(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-freeze", action="store_true",
                    help="never freeze converged blocks (default: freeze them, saving training compute; only pruning "
                         "counts towards --target-flops)")
+    p.add_argument("--settled-eps", type=float, default=1e-3,
+                    help="with freezing: also freeze a block whose own updates buy or cost (95 %% interval, over the "
+                         "learning rate to come) less than EPS*loss/n_blocks (lyactl.control.settled); 0: off")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -182,7 +185,8 @@ def _run_compress(args: argparse.Namespace) -> int:
 
     cfg = CompressConfig(args.target_flops, args.tokens, method=args.method, batch_size=args.batch_size,
                          seq_len=args.seq_len, lr=args.lr, distill=args.distill, uniform=args.uniform,
-                         block=args.block, device=args.device, prior=args.prior, freeze=not args.no_freeze)
+                         block=args.block, device=args.device, prior=args.prior, freeze=not args.no_freeze,
+                         settled_eps=None if args.settled_eps <= 0 else args.settled_eps)
     record = run_compress(args.checkpoint, cfg, corpus=args.corpus or DEMO_CORPUS_DIR, out=args.out,
                           overwrite=args.overwrite, new_run=args.new_run, progress=not args.no_progress)
     print(format_summary(record))

@@ -51,7 +51,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from lyactl.app.runconfig import ControllerSection, build_controller
+from lyactl.control.groups import GroupKind
 from lyactl.control.scoring import Prior, fixed_prior
+from lyactl.control.settled import settled_monitor
 from lyactl.errors import InvalidArgumentError, NonFiniteError, bad_arg
 
 from .backend import TorchBackend
@@ -80,7 +82,11 @@ class CompressConfig:
     ``interval``: steps between controller reports (None: ``steps // 40``, at least 1);
     ``prior``: None (rank by ``|g . w|``) or ``"activation"`` (method ``"lyactl"`` only);
     ``freeze``: let the controller freeze converged blocks, its budget counting pruned groups
-    only (default), or not (False: no freezing, a training-FLOPs budget; the behaviour before).
+    only (default), or not (False: no freezing, a training-FLOPs budget; the behaviour before);
+    ``settled_eps``: with ``freeze``, also freeze a block where the settled-group certificate
+    holds (:mod:`lyactl.control.settled`: the upper confidence bound of the loss decrease its own
+    updates still buy, over the learning rate to come, below ``settled_eps |loss| / n_blocks``;
+    the backend then measures ``gdw``); None: only the built-in convergence rule.
     """
 
     target_flops: float
@@ -103,6 +109,7 @@ class CompressConfig:
     seed: int = 0
     prior: str | None = None
     freeze: bool = True
+    settled_eps: float | None = 1e-3
 
     def __post_init__(self) -> None:
         checks: dict[str, tuple[bool, str]] = {
@@ -123,6 +130,8 @@ class CompressConfig:
             "prior": (self.prior is None or (self.prior in PRIORS and self.method == "lyactl"),
                       f"None, or one of {PRIORS} with method 'lyactl'"),
             "freeze": (isinstance(self.freeze, bool), "True or False"),
+            "settled_eps": (self.settled_eps is None or (_real(self.settled_eps) and self.settled_eps > 0),
+                            "None or a number > 0"),
         }
         for name, (ok, expected) in checks.items():
             if not ok:
@@ -201,8 +210,20 @@ def _backend(model: nn.Module, config: CompressConfig, live: dict[str, list[int]
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
     opt = torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95), fused=config.device.startswith("cuda"))
     backend = TorchBackend(model, opt, block=config.block, adapters=hf_adapters(config.seq_len), live=live,
-                           block_ids=block_ids)
+                           block_ids=block_ids, measure_path=_settled(config))
     return backend, opt
+
+
+def _settled(config: CompressConfig) -> bool:
+    return config.freeze and config.settled_eps is not None and config.method == "lyactl"
+
+
+def _extra_monitors(backend: TorchBackend, config: CompressConfig) -> tuple[Any, ...]:
+    """The settled-group freeze monitor when it is on (the freeze budget shared by the blocks)."""
+    if not _settled(config):
+        return ()
+    n_blocks = sum(g.kind is GroupKind.LAYER for g in backend.groups())
+    return (settled_monitor(config.steps, max(n_blocks, 1), float(config.settled_eps)),)
 
 
 def _constraints(backend: TorchBackend, config: CompressConfig) -> tuple[Any, ...]:
@@ -260,13 +281,15 @@ def compress(model: nn.Module, batches: Batches, config: CompressConfig, *,
     if config.method == "lyactl":
         prior = _prior(backend, batches, config, dev) if config.prior is not None else None
         loop.controller = build_controller(controller_section(config), steps, backend.groups(), cons,
-                                           _flops_model(backend, config), prior=prior)
+                                           _flops_model(backend, config), prior=prior,
+                                           extra_monitors=_extra_monitors(backend, config))
     elif config.method == "replay":
         loop.controller = controller(backend, cons)
     else:
         pre_events.append(_oneshot(backend, cons, batches, config, dev))
     record = _train(model, teacher, loop, opt, batches, config, dev, on_report, progress)
-    record.update({"method": config.method, "prior": config.prior, "freeze": config.freeze, "steps": steps,
+    record.update({"method": config.method, "prior": config.prior, "freeze": config.freeze,
+                   "settled_eps": config.settled_eps if _settled(config) else None, "steps": steps,
                    **_flops_record(backend, fpt0, size0, config.target_flops),
                    "n_params_after": sum(p.numel() for p in model.parameters())})
     events = tuple(pre_events) + tuple(loop.events)

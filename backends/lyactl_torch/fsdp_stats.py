@@ -114,8 +114,12 @@ class ShardedReductionPlan:
     def prev(self, value: dict[int, torch.Tensor]) -> None:
         self._prev = {k: local(v).detach().clone() for k, v in value.items()}
 
+    def path_gradient(self) -> bool:
+        """Not measured under FSDP (``gdw`` is NaN): nothing to do."""
+        return False
+
     def compute(self, optimizer: torch.optim.Optimizer) -> torch.Tensor:
-        """Local ``[7 G]`` float64: the 5 shard sums per group, has-gradient, has-moment."""
+        """Local ``[(len(FIELDS) + 2) G]`` float64: the shard sums per group, has-gradient, has-moment."""
         G = self.n_groups
         out = torch.zeros(len(FIELDS), G + 1, dtype=self.dtype, device=self.device)
         has = torch.zeros(2, G + 1, dtype=torch.float64, device=self.device)
@@ -148,10 +152,12 @@ class ShardedReductionPlan:
         t[-1] /= dist.get_world_size(group)
         dist.broadcast(t, src=dist.get_global_rank(group, 0) if group is not None else 0, group=group)
         host = t.cpu().numpy()  # one host sync here
-        F = host[:5 * G].reshape(len(FIELDS), G).copy()
-        has_g, has_m = host[5 * G:6 * G] > 0, host[6 * G:7 * G] > 0
+        nf = len(FIELDS)
+        F = host[:nf * G].reshape(nf, G).copy()
+        has_g, has_m = host[nf * G:(nf + 1) * G] > 0, host[(nf + 1) * G:(nf + 2) * G] > 0
         F[2:4, ~has_g] = math.nan
         F[4, ~has_m] = math.nan
+        F[FIELDS.index("gdw")] = math.nan  # the path-end gradient is not measured under FSDP
         F[:, np.asarray(pruned, dtype=bool)] = math.nan
         self._prev = {id(e.param): local(e.param).detach().clone() for e in self.entries}
         arrays = {name: F[i].copy() for i, name in enumerate(FIELDS)}

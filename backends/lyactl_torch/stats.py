@@ -24,6 +24,17 @@ user did); ``m`` is AdamW's ``exp_avg`` or SGD's ``momentum_buffer``. Groups wit
 gradient (frozen) report NaN ``g_sq``/``gw``; with no first moment NaN ``m_sq``; pruned
 groups report NaN everywhere.
 
+Path-end gradient (``gdw``, opt-in with ``measure_path``): at a report the pass keeps the
+interval's displacement ``D = w(k) - w(k - K)`` (it computes it for ``dw_sq`` anyway; memory: one
+float32 copy of the grouped parameters between a report and the next step); at the NEXT optimizer
+step :meth:`ReductionPlan.path_gradient` reduces ``sum_i g_i D_i`` per group on the device, with
+``g`` that step's gradient, taken at ``w(k)`` on a mini-batch the path never saw, so
+``E[g . D | path] = grad L(w(k)) . D`` (no bias from the path's own noise, which ``g . dw`` over
+the same interval would have). The value travels with the next report's host sync (no extra
+sync): ``gdw`` at a report describes the interval before the previous one. NaN when the
+structure changed in between (the plan is rebuilt), on the first reports, and without
+``measure_path``.
+
 Curvature (``curv``, not additive): the Rayleigh quotient of the diagonal second moment
 that Adam already keeps, along the group's weights,
 
@@ -62,6 +73,7 @@ __all__ = ["PlanEntry", "ReductionPlan", "FIELDS", "MAX_STACK", "momentum_of", "
 
 FIELDS = ADDITIVE_FIELDS  # the fused pass computes the additive statistics (lyactl.control.groups.STATS)
 CURV_ROW = len(FIELDS)  # the extra additive row: sum_i v_i w_i^2, divided by w_sq on the host
+GDW_ROW = FIELDS.index("gdw")
 
 
 @dataclass(frozen=True, eq=False)
@@ -117,9 +129,11 @@ class ReductionPlan:
     Rebuild after every structural change (the backend does).
     """
 
-    def __init__(self, layout: Layout, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, layout: Layout, dtype: torch.dtype = torch.float32, measure_path: bool = False) -> None:
         self.n_groups = len(layout.groups)
-        self.dtype = dtype
+        self.dtype, self.measure_path = dtype, measure_path
+        self._path: list[torch.Tensor] | None = None  # per class, the last interval's displacement
+        self._gdw: tuple[torch.Tensor, np.ndarray] | None = None  # (device row, has-gradient mask)
         G = self.n_groups
         by_param: dict[int, tuple[nn.Parameter, list, set]] = {}
         for axis_slices in layout.axis_of_param().values():
@@ -173,9 +187,26 @@ class ReductionPlan:
             return self._prev_stacks[ci]
         return torch.stack([self._prev[id(e.param)] for e in self.classes[ci].entries])
 
+    def path_gradient(self) -> bool:
+        """``sum_i g_i D_i`` per group into a device row (no sync), with ``g`` the gradients now
+        and ``D`` the displacement kept at the last report; call once, at the step after a
+        report, before ``zero_grad``. False (nothing done) when no displacement is pending."""
+        if self._path is None:
+            return False
+        G = self.n_groups
+        row = torch.zeros(G + 1, dtype=self.dtype, device=self.device)
+        has = np.zeros(G + 1, dtype=bool)
+        with torch.no_grad():
+            for c, D in zip(self.classes, self._path):
+                sel, gs = c.present([e.param.grad for e in c.entries], has)
+                if gs:
+                    c.reduce(row, torch.stack(gs).float() * (D if sel is None else D[sel]), sel)
+        self._path, self._gdw = None, (row, has)
+        return True
+
     def compute(self, optimizer: torch.optim.Optimizer) -> tuple[torch.Tensor, np.ndarray, list, float]:
-        """Device ``out[6, n_groups + 1]`` (the additive fields, then the curvature numerator),
-        host masks ``has_g``, ``has_m``, ``lacks_v`` (in ``[3, n_groups + 1]``), the stacked
+        """Device ``out[len(FIELDS) + 1, n_groups + 1]`` (the additive fields, then the curvature
+        numerator), host masks ``has_g``, ``has_m``, ``lacks_v``, ``has_gdw`` (``[4, n_groups + 1]``), the stacked
         current parameters per class (the next snapshot) and the bias correction still to
         apply to the numerator on the host (``1 / (1 - beta2^t)`` when every parameter shares
         it, the usual case: no device multiply; else 1, applied per class); no sync."""
@@ -188,12 +219,13 @@ class ReductionPlan:
         found = [[second_moment_of(optimizer, e.param, betas) for e in c.entries] for c in self.classes]
         corr = {f[1] if isinstance(f[1], float) else None for fs in found for f in fs if f is not None}
         common = corr.pop() if len(corr) == 1 and None not in corr else None
-        stacks = []
+        stacks, path = [], []
         with torch.no_grad():
             for ci, c in enumerate(self.classes):
                 P = torch.stack([e.param for e in c.entries])  # no_grad: no history, no detach needed
                 stacks.append(P)
                 P32, D = P.float(), (P - self._prev_of(ci)).float()
+                path.append(D)
                 W2 = P32 * P32
                 c.reduce(out[0], W2, None)
                 c.reduce(out[1], D * D, None)
@@ -208,7 +240,11 @@ class ReductionPlan:
                 if ms:
                     M = torch.stack(ms).float()
                     c.reduce(out[4], M * M, sel)
-        return out, np.stack([has_g, has_m, lacks_v]), stacks, 1.0 if common is None else common
+            has_gdw = np.zeros(G + 1, dtype=bool)
+            if self._gdw is not None:
+                out[GDW_ROW], has_gdw = self._gdw
+        self._gdw, self._path = None, path if self.measure_path else None
+        return out, np.stack([has_g, has_m, lacks_v, has_gdw]), stacks, 1.0 if common is None else common
 
     def statistics(self, optimizer: torch.optim.Optimizer, pruned: list[bool], *, step: int, lr: float,
                    loss: torch.Tensor | float, interval: int, weight_decay: float,
@@ -217,13 +253,14 @@ class ReductionPlan:
         snapshot afterwards. ``curv_scale``: ``s`` of the module docstring."""
         G = self.n_groups
         out, masks, stacks, corr = self.compute(optimizer)
-        has_g, has_m, lacks_v = masks[:, :G]
+        has_g, has_m, lacks_v, has_gdw = masks[:, :G]
         loss_t = torch.as_tensor(loss).detach().to(self.device, self.dtype).reshape(1)
         host = torch.cat([out[:, :G].reshape(-1), loss_t]).cpu().numpy().astype(np.float64)  # one host sync here
         F = host[:-1].reshape(len(FIELDS) + 1, G)
         F[2:4, ~has_g] = math.nan
         F[4, ~has_m] = math.nan
         F[CURV_ROW, lacks_v] = math.nan
+        F[GDW_ROW, ~has_gdw] = math.nan
         F[:, np.asarray(pruned, dtype=bool)] = math.nan
         self.snapshot(stacks)
         arrays = {name: F[i].copy() for i, name in enumerate(FIELDS)}

@@ -3,7 +3,11 @@
 A teacher GPT is trained on the corpus, then compressed to ``--target`` of its FLOPs/token
 with ``--tokens`` continued-training tokens per arm and seed:
 
-* ``lyactl`` / ``lyactl-distill``: lyactl's controller (without / with distillation);
+* ``lyactl`` / ``lyactl-distill``: lyactl's controller (without / with distillation), freezing
+  blocks by the built-in convergence rule and the settled-group certificate
+  (``--settled-eps``, :mod:`lyactl.control.settled`);
+* ``lyactl-distill-nosettled``: lyactl-distill without the settled certificate (paired with it:
+  what its freezes save and cost);
 * ``oneshot-distill``: activation importance at step 0, then distillation (Minitron-style);
 * ``oneshot-mix-distill``: one-shot at the first report, as many groups of each kind (layers,
   residual channels, heads, MLP blocks) as lyactl-distill removed in all, chosen by importance
@@ -51,8 +55,8 @@ PRESETS = {  # teacher shape, teacher steps, batch, seq_len, vocab
     # what fits one 10-minute call with all arms: 8 blocks of d512 on 52 M tokens
     "h200-small": dict(d_model=512, n_layer=8, n_head=8, mlp_hidden=2048, steps=1600, batch=64, seq=512, vocab=8192),
 }
-ARMS = ("lyactl-distill", "oneshot-distill", "oneshot-mix-distill", "random", "lyactl", "scratch-same-tokens",
-        "scratch-full")
+ARMS = ("lyactl-distill", "lyactl-distill-nosettled", "oneshot-distill", "oneshot-mix-distill", "random", "lyactl",
+        "scratch-same-tokens", "scratch-full")
 SOURCES = ("brown", "linux_doc", "mhcc", "milton", "python_doc", "shakespeare", "tdavid", "web_bible", "wordnet")
 
 
@@ -84,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-s", type=float, default=float("inf"))
     ap.add_argument("--no-freeze", action="store_true",
                     help="compress without freezing (a training-FLOPs budget): how compress.json was made")
+    ap.add_argument("--settled-eps", type=float, default=1e-3,
+                    help="with freezing: also freeze a block whose own updates buy or cost (95 %% interval, over the "
+                         "learning rate to come) less than EPS*loss/n_blocks (lyactl.control.settled); 0: off")
     ap.add_argument("--prior", choices=("none", "activation"), default="none",
                     help="the lyactl arms rank by the original's activation importance (CompressConfig.prior)")
     ap.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated subset of {ARMS}")
@@ -110,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     gpu = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     meta = {"name": f"compress-{args.preset}", "gpu": gpu, "preset": p, "target": args.target,
             "train_tokens_available": int(tokens.size), "val_docs": args.val_docs,
-            "freeze": not args.no_freeze, "prior": args.prior}
+            "freeze": not args.no_freeze, "prior": args.prior,
+            "settled_eps": args.settled_eps}
     save = lambda: args.out.write_text(json.dumps({**meta, "arms": arms}, indent=1))  # noqa: E731
     save()
     within = lambda: time.perf_counter() - t_start < args.budget_s  # noqa: E731
@@ -126,7 +134,8 @@ def run_seed(teacher, tokens, tok, split, work, p, args, n, seed, bpb, within, s
     that would start after ``--budget-s`` is skipped."""
     batches = Batches(tokens, p["seq"], p["batch"], 100 + seed)
     shape = None
-    plans = [("lyactl-distill", "lyactl", 2.0), ("oneshot-distill", "oneshot", 2.0), ("random", "replay", 2.0),
+    plans = [("lyactl-distill", "lyactl", 2.0), ("lyactl-distill-nosettled", "lyactl", 2.0),
+             ("oneshot-distill", "oneshot", 2.0), ("random", "replay", 2.0),
              ("oneshot-mix-distill", "replay", 2.0), ("lyactl", "lyactl", None)]
     schedule: list = []
     groups = teacher_groups(teacher, CompressConfig(args.target, n))  # the index space of every arm's decisions
@@ -137,7 +146,8 @@ def run_seed(teacher, tokens, tok, split, work, p, args, n, seed, bpb, within, s
         student.load_state_dict(teacher.state_dict())
         prior = args.prior if method == "lyactl" and args.prior != "none" else None
         cfg = CompressConfig(args.target, n, method=method, batch_size=p["batch"], seq_len=p["seq"], distill=tau,
-                             device=args.device, seed=seed, freeze=not args.no_freeze, prior=prior)
+                             device=args.device, seed=seed, freeze=not args.no_freeze, prior=prior,
+                             settled_eps=None if args.settled_eps <= 0 or arm.endswith("-nosettled") else args.settled_eps)
         factory = _mix_factory(batches, schedule, args.device) if arm == "oneshot-mix-distill" else (
             lambda b, cons: ReplayController(b.groups(), cons, schedule, random_scores(seed)))
         r = compress(student, batches, cfg, controller=factory if method == "replay" else None)
@@ -212,13 +222,17 @@ def _restores(outputs) -> list[dict]:
 def _monitor_trace(outputs) -> list[dict]:
     """Per controller report: ``{monitor: [groups seen, holding, unknown]}`` (why a certificate
     kind did or did not fire; HARMLESS and BOUNDED monitors see only the groups where they could
-    change a decision)."""
+    change a decision) and, for the settled monitor, ``settled_dL_over_tol``: [min, median]."""
     trace = []
     for out in outputs:
         row = {}
         for res in getattr(out, "results", ()):
             m = res.margin
             row[res.monitor.name] = [int(m.size), int((m > 0).sum()), int(np.isnan(m).sum())]
+            if res.monitor.name == "settled" and m.size:  # how far the blocks are: dL / tol (< 1 holds)
+                q = np.asarray(res.numbers["dL"], float) / float(res.numbers["tol"])
+                q = q[np.isfinite(q)]
+                row["settled_dL_over_tol"] = [float(q.min()), float(np.median(q))] if q.size else None
         trace.append(row)
     return trace
 

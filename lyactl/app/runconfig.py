@@ -273,16 +273,18 @@ class ControllerSection:
 
 def build_controller(section: ControllerSection, total_steps: int, groups: Sequence[Group],
                      constraints: Sequence[Constraint] = (), flops_model: FlopsModel | None = None,
-                     prior: Prior | np.ndarray | None = None) -> Controller:
+                     prior: Prior | np.ndarray | None = None, extra_monitors: Sequence[Any] = ()) -> Controller:
     """The controller of a run: ``section.config(total_steps)``, the built-in monitors plus
-    the section's user monitors, over the backend's groups (the one place a run's
-    controller is made); ``prior``: the importance prior of the actuator and the completion
-    (:mod:`lyactl.control.scoring`)."""
+    the section's user monitors and ``extra_monitors`` (e.g.
+    :func:`lyactl.control.settled.settled_monitor`), over the backend's groups (the one place a
+    run's controller is made); ``prior``: the importance prior of the actuator and the
+    completion (:mod:`lyactl.control.scoring`)."""
     from lyactl.control.controller import Controller
     from lyactl.control.monitors import default_monitors
 
     cfg = section.config(total_steps)
-    monitors = default_monitors(cfg.monitors) + tuple(spec.monitor() for spec in section.user_monitors)
+    monitors = (default_monitors(cfg.monitors) + tuple(spec.monitor() for spec in section.user_monitors)
+                + tuple(extra_monitors))
     return Controller(groups, constraints, cfg, monitors=monitors, flops_model=flops_model, prior=prior)
 
 

@@ -8,7 +8,7 @@ only the groups actually decided are visited in Python):
 2. statistics of pruned groups are ignored (backends report NaN for them);
 3. the decision rule (:mod:`lyactl.control.decision_rule`): every monitor is evaluated (HARMLESS and
    BOUNDED ones only where they can change a decision); ``prune_ok = COLLAPSED or
-   (CONVERGED and HARMLESS)``, ``freeze_ok = CONVERGED and BOUNDED`` (GroupKind.LAYER
+   (CONVERGED and HARMLESS)``, ``freeze_ok = (CONVERGED and BOUNDED) or SETTLED`` (GroupKind.LAYER
    only). Non-finite statistics give NaN margins: UNKNOWN, never a decision;
 4. hysteresis: a group must be ok in ``hysteresis`` consecutive reports;
 5. schedule: no decisions before ``warmup_steps`` or after ``last_decision_step``, within
@@ -342,7 +342,9 @@ class Controller:
                       role_ok: Mapping[Role, np.ndarray]) -> tuple[Certificate, ...]:
         """All certificates that justified the decision on group ``i``."""
         if action is Action.FREEZE:
-            roles = {Role.CONVERGED, Role.BOUNDED}
+            roles = {Role.SETTLED} if role_ok[Role.SETTLED][i] else set()
+            if role_ok[Role.CONVERGED][i] and role_ok[Role.BOUNDED][i]:
+                roles |= {Role.CONVERGED, Role.BOUNDED}
         else:
             roles = {Role.COLLAPSED} if role_ok[Role.COLLAPSED][i] else set()
             if role_ok[Role.CONVERGED][i] and role_ok[Role.HARMLESS][i]:

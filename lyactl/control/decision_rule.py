@@ -1,10 +1,11 @@
 """The decision rule: which monitors to evaluate where, and how their roles combine.
 
-``prune_ok = COLLAPSED or (CONVERGED and HARMLESS)``, ``freeze_ok = CONVERGED and BOUNDED``
-(layers only); a role holds on a group where *every* monitor of that role holds, and a
+``prune_ok = COLLAPSED or (CONVERGED and HARMLESS)``, ``freeze_ok = (CONVERGED and BOUNDED) or
+SETTLED`` (layers only; SETTLED monitors are opt-in, :mod:`lyactl.control.settled`); a role
+holds on a group where *every* monitor of that role holds, and a
 role with no monitor holds nowhere. Only eligible groups can be decided, so HARMLESS
 matters only where CONVERGED holds on an eligible group, and BOUNDED only there and on
-layers: :func:`evaluate_monitors` evaluates those monitors on just those columns
+layers, SETTLED on eligible layers: :func:`evaluate_monitors` evaluates those monitors on just those columns
 (:meth:`~lyactl.control.stats_window.StatsWindow.columns`). A monitor computes the same numbers on a
 subset, column by column, so decisions and certificates are those of evaluating every
 monitor everywhere, at a fraction of the cost (BOUNDED's remaining-path bound is the
@@ -40,7 +41,8 @@ def evaluate_monitors(monitors: Sequence[Monitor], window: StatsWindow, eligible
     n = window.n_groups
     first = {k: m.evaluate(window) for k, m in enumerate(monitors) if m.role in (Role.COLLAPSED, Role.CONVERGED)}
     conv = role_holds(first.values(), Role.CONVERGED, n) & eligible
-    need = {Role.HARMLESS: conv if allow_prune else None, Role.BOUNDED: conv & is_layer if allow_freeze else None}
+    need = {Role.HARMLESS: conv if allow_prune else None, Role.BOUNDED: conv & is_layer if allow_freeze else None,
+            Role.SETTLED: eligible & is_layer if allow_freeze else None}
     subsets = {role: np.flatnonzero(mask) for role, mask in need.items() if mask is not None and mask.any()}
     windows = {role: window.columns(idx) for role, idx in subsets.items()}
     results = []
@@ -67,7 +69,7 @@ def role_verdicts(results: Sequence[MonitorResult], n: int, is_layer: np.ndarray
     """Combine the roles into ``prune_ok`` and ``freeze_ok`` (new arrays, the caller's)."""
     roles = {role: role_holds(results, role, n) for role in Role}
     prune_ok = roles[Role.COLLAPSED] | (roles[Role.CONVERGED] & roles[Role.HARMLESS])
-    freeze_ok = roles[Role.CONVERGED] & roles[Role.BOUNDED] & is_layer
+    freeze_ok = ((roles[Role.CONVERGED] & roles[Role.BOUNDED]) | roles[Role.SETTLED]) & is_layer
     if not allow_prune:
         prune_ok[:] = False
     if not allow_freeze:

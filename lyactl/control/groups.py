@@ -143,6 +143,9 @@ STATS: tuple[StatField, ...] = (
               required=False),
     StatField("curv", "curvature estimate along the group, w^T H w / ||w||^2 or a diagonal proxy; NaN where "
               "the backend provides none", additive=False, required=False),
+    StatField("gdw", "g' . (w_g(k - K) - w_g(k - K - K')), the displacement of the interval BEFORE the previous "
+              "report dotted with the first gradient taken after it (a fresh mini-batch at the path's end; "
+              "lagged one report); NaN where the backend does not measure it", required=False),
 )
 """The registry of per-group statistics, defined once: every producer (a backend's fused
 reduction, the distributed synchronisation) and consumer (:class:`GroupStats`, the statistics
@@ -179,6 +182,11 @@ class GroupStats:
     weight_decay: float = 0.0
     val_loss: float = math.nan
     flops_per_token: float = math.nan
+    gdw: np.ndarray | None = None  # None: not measured (NaN, filled in below)
+
+    def __post_init__(self) -> None:
+        if self.gdw is None:
+            object.__setattr__(self, "gdw", np.full(np.shape(self.w_sq), math.nan))
 
     @property
     def n_groups(self) -> int:

@@ -17,7 +17,8 @@ so that every certificate can be re-verified offline from its logged numbers
 in ``theory/monitors.py``.
 
 The built-in monitors (roles in brackets; the controller's decision rule is
-``PRUNE <= COLLAPSED or (CONVERGED and HARMLESS)``, ``FREEZE <= CONVERGED and BOUNDED``):
+``PRUNE <= COLLAPSED or (CONVERGED and HARMLESS)``, ``FREEZE <= (CONVERGED and BOUNDED) or SETTLED``;
+the SETTLED monitor is opt-in, :func:`lyactl.control.settled.settled_monitor`):
 
 (a) :func:`convergence_monitor` [CONVERGED]: ``V_k = dw_sq_k`` contracts geometrically
     (:class:`Contracts`), which bounds the path still to go by ``R``;
@@ -85,6 +86,7 @@ class Role(enum.Enum):
     COLLAPSED = "collapsed"
     BOUNDED = "bounded"
     HARMLESS = "harmless"
+    SETTLED = "settled"  # a block whose own updates no longer buy loss (lyactl.control.settled)
 
 
 @dataclass(frozen=True)
