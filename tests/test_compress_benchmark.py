@@ -35,6 +35,8 @@ def test_tiny_compress_arms_events_and_monitor_trace(tmp_path):
     lyactl = next(a for a in arms if a["arm"] == "lyactl-distill")
     assert lyactl["monitors"] and all(isinstance(r, dict) for r in lyactl["monitors"])
     for row in lyactl["monitors"]:
+        ratio = row.pop("settled_dL_over_tol", None)  # the settled monitor's [min, median] dL / tol
+        assert ratio is None or (len(ratio) == 2 and 0 <= ratio[0] <= ratio[1])
         for seen, holds, unknown in row.values():
             assert 0 <= holds + unknown <= seen
     for a in arms:

@@ -142,3 +142,23 @@ def test_controller_freezes_a_settled_layer_with_its_certificate():
         for c in d.certificates:
             assert verify_certificate(c.to_json()) == []
     assert Role.SETTLED.value == "settled"
+
+
+@pytest.mark.parametrize("last_freeze", [None, 400])
+def test_freezes_alone_may_go_on_after_the_decision_window(last_freeze):
+    """With ``last_freeze_step`` a settled block is frozen after ``last_decision_step`` (a freeze
+    needs no recovery time); without it nothing is decided after the window; prunes never are."""
+    labels = ["converging", "learning", "converging", "learning"]
+    sim = simulate(labels, "gd", n_reports=40, seed=5, kind=GroupKind.LAYER)
+    cfg = ControllerConfig(warmup_steps=0, hysteresis=2, last_decision_step=50, last_freeze_step=last_freeze)
+    ctl = Controller(sim.groups, config=cfg, monitors=(settled_monitor(2 * 400, len(labels)),))
+    decided = [(ev.step, d.action) for s in sim.stats for ev in ctl.observe(s).events for d in ev.decisions]
+    if last_freeze is None:
+        assert decided == []
+    else:
+        assert decided and all(a is Action.FREEZE and 50 < step <= 400 for step, a in decided)
+
+
+def test_last_freeze_step_is_validated():
+    with pytest.raises(InvalidArgumentError, match="last_freeze_step"):
+        ControllerConfig(last_freeze_step=-1)

@@ -174,13 +174,16 @@ def logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def controller_section(config: CompressConfig) -> ControllerSection:
     """The controller's settings: final budget ``1 - target_flops``, counting pruned groups only
-    when freezing is allowed (``config.freeze``); decisions from 10 % to 80 % of the run;
+    when freezing is allowed (``config.freeze``); decisions from 10 % to 80 % of the run, freezes
+    alone until 95 % (a freeze needs no time to recover; the settled certificate prices the
+    learning rate still to come);
     windows and waits scaled to the report interval so that decisions fit."""
     K = config.report_interval
     counts = "pruned_only" if config.freeze else "training_flops"
     return ControllerSection(interval=K, block=config.block, budget=1.0 - config.target_flops, budget_kind="final",
                              budget_counts=counts, u_max=config.u_max,
-                             warmup_frac=0.1, last_frac=0.8, hysteresis=2, window=6, lag=2,
+                             warmup_frac=0.1, last_frac=0.8, last_freeze_frac=0.95 if config.freeze else None,
+                             hysteresis=2, window=6, lag=2,
                              max_groups_per_event=256, min_steps_between_events=2 * K, cooldown_steps=5 * K,
                              allow_freeze=config.freeze)
 

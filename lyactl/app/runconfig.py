@@ -196,6 +196,7 @@ class ControllerSection:
     """The lyactl controller (:class:`lyactl.control.controller.ControllerConfig`); ``budget`` is the
     target training-FLOP saving (None: certificates only, no PI penalty); ``warmup_frac`` and
     ``last_frac`` place the decision window as fractions of ``training.steps``;
+    ``last_freeze_frac`` (None: with the rest) lets freezes alone go on after ``last_frac``;
     ``ramp_end_frac`` (None: one cut) makes the budget gradual, a cubic ramp of the set-point
     from ``warmup_frac`` to it; ``budget_kind``: ``"average"`` (the run's average saving) or
     ``"final"`` (the saving at the end); ``budget_counts``: ``"training_flops"`` (every training
@@ -211,6 +212,7 @@ class ControllerSection:
     u_max: float = 3.0
     warmup_frac: float = 0.2
     last_frac: float = 0.8
+    last_freeze_frac: float | None = None
     ramp_end_frac: float | None = None
     hysteresis: int = 2
     window: int = 8
@@ -236,6 +238,7 @@ class ControllerSection:
                               " or ".join(repr(k.value) for k in BudgetCounts)),
             "u_max": _num(0), "warmup_frac": _num(0, 1), "last_frac": _num(0, 1),
             "ramp_end_frac": (lambda v: v is None or _num(0, 1)[0](v), "none or a number in [0, 1]"),
+            "last_freeze_frac": (lambda v: v is None or _num(0, 1)[0](v), "none or a number in [0, 1]"),
             "hysteresis": _int(1),
             "window": _int(3), "lag": _int(1), "max_groups_per_event": _int(1),
             "min_steps_between_events": _int(0), "cooldown_steps": _int(0), "allow_prune": _BOOL,
@@ -265,7 +268,9 @@ class ControllerSection:
                                                               **ramp)
         return ControllerConfig(
             monitors=MonitorConfig(window=self.window, lag=self.lag), guard=self.guard, budget=budget,
-            warmup_steps=start, last_decision_step=int(self.last_frac * T), hysteresis=self.hysteresis,
+            warmup_steps=start, last_decision_step=int(self.last_frac * T),
+            last_freeze_step=None if self.last_freeze_frac is None else int(self.last_freeze_frac * T),
+            hysteresis=self.hysteresis,
             max_groups_per_event=self.max_groups_per_event, min_steps_between_events=self.min_steps_between_events,
             cooldown_steps=self.cooldown_steps, model_flops=self.model_flops, allow_prune=self.allow_prune,
             allow_freeze=self.allow_freeze, guard_exact_events=self.guard_exact_events)

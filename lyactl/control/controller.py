@@ -11,7 +11,8 @@ only the groups actually decided are visited in Python):
    (CONVERGED and HARMLESS)``, ``freeze_ok = (CONVERGED and BOUNDED) or SETTLED`` (GroupKind.LAYER
    only). Non-finite statistics give NaN margins: UNKNOWN, never a decision;
 4. hysteresis: a group must be ok in ``hysteresis`` consecutive reports;
-5. schedule: no decisions before ``warmup_steps`` or after ``last_decision_step``, within
+5. schedule: no decisions before ``warmup_steps`` or after ``last_decision_step`` (freezes alone
+   until ``last_freeze_step`` when it is set: a freeze needs no recovery time), within
    ``min_steps_between_events`` of the last event, or while the guard watches an event;
    with a budget, none once the projected saving reaches the target;
 6. constraints: ``min_keep`` alive members; ``together`` members go only all at once;
@@ -64,6 +65,7 @@ from lyactl.control.selection import Structure, select, within_min_keep
 __all__ = ["ControllerConfig", "ControlOutput", "Controller", "ACTIVE", "FROZEN", "PRUNED"]
 
 _TARGET_MET = "budget target reached"  # the reason rule 5 gives (a pruned-only budget still freezes)
+_FREEZES_ONLY = "after last_decision_step: freezes only (until last_freeze_step)"
 
 
 class Controller:
@@ -178,7 +180,7 @@ class Controller:
         events: tuple[Event, ...] = ()
         reason = self._blocked(stats.step)
         # a pruned-only target met stops the prunes only: freezing what converged costs no capacity
-        freezes_only = reason == _TARGET_MET and self.account.pruned_only
+        freezes_only = (reason == _TARGET_MET and self.account.pruned_only) or reason == _FREEZES_ONLY
         event = self._decide(stats.step, results, rv.roles, prune=not freezes_only) if not reason or freezes_only \
             else None
         if event is None and self._completing(stats.step):
@@ -234,12 +236,15 @@ class Controller:
         cfg = self.config
         if step < cfg.warmup_steps:
             return "warmup"
-        if cfg.last_decision_step is not None and step > cfg.last_decision_step:
+        late = cfg.last_decision_step is not None and step > cfg.last_decision_step
+        if late and not (cfg.last_freeze_step is not None and step <= cfg.last_freeze_step):
             return "after last_decision_step"
         if self.last_event_step is not None and step - self.last_event_step < cfg.min_steps_between_events:
             return "min_steps_between_events"
         if self.guard.busy:
             return "guard watching the last event"
+        if late:  # a freeze needs no time to recover: it may come after the prunes have stopped
+            return _FREEZES_ONLY
         b = cfg.budget
         if b is not None and target_reached(b, step, self.banked, self.saved_fraction()):
             return _TARGET_MET

@@ -29,6 +29,7 @@ class ControllerConfig:
     budget: BudgetConfig | None = None
     warmup_steps: int = 0
     last_decision_step: int | None = None
+    last_freeze_step: int | None = None  # freezes alone may go on after last_decision_step up to here
     hysteresis: int = 3
     max_groups_per_event: int = 64
     min_steps_between_events: int = 0
@@ -49,6 +50,10 @@ class ControllerConfig:
         for name in ("allow_prune", "allow_freeze", "guard_exact_events"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidArgumentError(bad_arg(f"ControllerConfig.{name}", "True or False", getattr(self, name)))
+        if self.last_freeze_step is not None and not (isinstance(self.last_freeze_step, int)
+                                                      and self.last_freeze_step >= 0):
+            raise InvalidArgumentError(bad_arg("ControllerConfig.last_freeze_step", "None or an int >= 0",
+                                               self.last_freeze_step))
         if not 0.0 < self.freeze_hold_ratio < 1.0:
             raise InvalidArgumentError(bad_arg("ControllerConfig.freeze_hold_ratio", "a number in (0, 1)",
                                                self.freeze_hold_ratio))
