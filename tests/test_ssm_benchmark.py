@@ -176,3 +176,9 @@ def test_recall_script_sweeps_then_compares_at_the_best_full_rate(tmp_path):
     best = max((a for a in sweep if a["arm"] == "full"), key=lambda a: a["accuracy"])["lr"]
     res = _check(tmp_path / "ssm_mqar_recall.json", "mqar", "accuracy", {"full", "lyactl"})
     assert {a["lr"] for a in res["arms"]} == {best}
+
+
+def test_malformed_heads_are_named(capsys):
+    with pytest.raises(SystemExit):
+        main(["--kind", "recall", "--heads", "4by8"])
+    assert "--heads" in capsys.readouterr().err

@@ -86,3 +86,10 @@ def test_a_cap_is_checked():
 def test_a_bad_shape_is_named():
     with pytest.raises(InvalidArgumentError, match="n_head"):
         RecallConfig(d_model=4, n_head=0, d_head=2, n_state=3)
+
+
+def test_recall_default_r_min_lives_in_the_config():
+    """A user building the config directly gets the memory's long-lived default, not the LRU's."""
+    assert SSMLMConfig(64, 16, 1, 8, kind="recall").r_min == 0.99
+    assert SSMLMConfig(64, 16, 1, 8, kind="lru").r_min == 0.9
+    assert SSMLMConfig(64, 16, 1, 8, kind="recall", r_min=0.95).r_min == 0.95

@@ -199,8 +199,9 @@ class ReductionPlan:
         with torch.no_grad():
             for c, D in zip(self.classes, self._path):
                 sel, gs = c.present([e.param.grad for e in c.entries], has)
-                if gs:
-                    c.reduce(row, torch.stack(gs).float() * (D if sel is None else D[sel]), sel)
+                if gs:  # D is not needed after this: multiply in place (no third copy)
+                    X = D.mul_(torch.stack(gs)) if sel is None else D[sel].mul_(torch.stack(gs))
+                    c.reduce(row, X, sel)
         self._path, self._gdw = None, (row, has)
         return True
 

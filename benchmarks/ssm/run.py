@@ -307,8 +307,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     preset = PRESETS[args.preset] | ({"compile": True} if args.compile else {}) | (
         {"device": args.device} if args.device else {})
-    n_head, d_head = (int(x) for x in args.heads.split("x"))
-    r_min = args.r_min if args.r_min is not None else 0.99 if args.kind == "recall" else 0.9
+    try:
+        n_head, d_head = (int(x) for x in args.heads.split("x"))
+    except ValueError:
+        ap.error(f"--heads: expected N_HEADxD_HEAD, e.g. 4x8, found {args.heads!r}")
+    r_min = args.r_min if args.r_min is not None else SSMLMConfig(1, 1, 1, 1, kind=args.kind).r_min
     shape = {"scan_layout": args.scan_layout, "kind": args.kind, "r_min": r_min} | (
         {"n_head": n_head, "d_head": d_head} if args.kind == "recall" else {})
     preset = preset | {t: preset[t] | {"model": preset[t]["model"] | shape} for t in ("lm", "mqar")}
