@@ -14,6 +14,7 @@ pytest.importorskip("tokenizers")
 
 from lyactl.app.cli import main  # noqa: E402
 from lyactl.app.runfolder import audit  # noqa: E402
+from lyactl.control.decision_log import read_log, reverify  # noqa: E402
 from lyactl_torch.checkpoint import load, save  # noqa: E402
 from lyactl_torch.compress import CompressConfig, compress, logits  # noqa: E402
 from lyactl_torch.corpus import Batches  # noqa: E402
@@ -68,6 +69,11 @@ def test_cli_compresses_a_gpt_checkpoint_to_the_target(checkpoint, tmp_path, cap
     assert [s for s in small.shapes()] != [s for s in original.shapes()] or small.d_live < original.d_live
     assert summary["events"] and all(m for e in summary["events"] for m in e["monitors"])  # every decision certified
     assert audit(out) == ()  # manifest intact, every summary event has its decisions in the log
+    assert reverify(out / "decisions.jsonl").ok  # every certificate (settled freezes included) re-verifies
+    freezes = [r for r in read_log(out / "decisions.jsonl") if r.get("type") == "decision" and r["action"] == "freeze"]
+    for r in freezes:  # a freeze carries the settled certificate or the built-in pair
+        kinds = {c["monitor"] for c in r["certificates"]}
+        assert kinds in ({"settled"}, {"convergence", "movement"}, {"settled", "convergence", "movement"}), kinds
     assert np.isfinite(summary["val_bpb_before"]) and np.isfinite(summary["val_bpb_after"])
     assert "FLOPs/token" in printed and "certificates:" in printed and "lyactl's GPT format" in printed
 
