@@ -4,7 +4,6 @@ compressed Hugging Face Llama exports to a directory ``from_pretrained`` loads w
 logits; bad input exits 2 naming the argument."""
 
 import json
-import os
 
 import numpy as np
 import pytest
