@@ -182,3 +182,22 @@ def test_malformed_heads_are_named(capsys):
     with pytest.raises(SystemExit):
         main(["--kind", "recall", "--heads", "4by8"])
     assert "--heads" in capsys.readouterr().err
+
+
+def test_report_qualifies_labels_by_keep_and_refuses_ambiguous_pairs():
+    from benchmarks.ssm.report import paired
+
+    def rec(arm, seed, acc, keep=None, cut=None):
+        return {"arm": arm, "seed": seed, "accuracy": acc, "state_final": 8, "train_flops": 1.0, "wall_s": 1.0,
+                "cut_frac": cut, "keep": keep}
+
+    runs = [rec("full", s, 0.9) for s in (0, 1)]
+    for keep, acc in ((0.5, 0.6), (0.75, 0.8)):
+        runs += [rec(a, s, acc + (0.05 if a == "lyactl" else 0.0) + 0.01 * s, keep, 0.75)
+                 for a in ("lyactl", "random") for s in (0, 1)]
+    rows = {r["arm"]: r for r in summary(runs)}
+    assert {"lyactl@0.75/keep0.5", "random@0.75/keep0.75"} <= set(rows)
+    assert rows["lyactl@0.75/keep0.5"]["vs_random"][0] == pytest.approx(0.05)
+    assert rows["lyactl@0.75/keep0.75"]["vs_full"][0] == pytest.approx(0.8 + 0.05 + 0.005 - 0.9)
+    with pytest.raises(ValueError, match="full"):
+        paired(runs + [rec("full", 0, 0.91)], "lyactl@0.75/keep0.5", "full")

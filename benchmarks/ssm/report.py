@@ -36,6 +36,19 @@ def _label(run: dict[str, Any]) -> str:
     return run["arm"] if run.get("cut_frac") is None else f"{run['arm']}@{run['cut_frac']:g}"
 
 
+def _labels(runs: list[dict[str, Any]]) -> list[str]:
+    """:func:`_label` of each run, qualified ``arm@cut/keep<k>`` where the pooled runs cut one
+    arm at one point to more than one kept share (files of different ``--keep`` pooled together
+    would otherwise be paired as one arm)."""
+    base = [_label(r) for r in runs]
+    keeps: dict[str, set] = {}
+    for b, r in zip(base, runs):
+        if "@" in b:
+            keeps.setdefault(b, set()).add(r.get("keep"))
+    return [f"{b}/keep{'?' if r.get('keep') is None else format(r['keep'], 'g')}"
+            if "@" in b and len(keeps[b]) > 1 else b for b, r in zip(base, runs)]
+
+
 def _same_cut(label: str, arm: str) -> str:
     """The label of ``arm`` cut where ``label`` was (``random@0.75`` for ``lyactl@0.75``)."""
     return arm + label[label.index("@"):] if "@" in label else arm
@@ -49,8 +62,14 @@ def _damage(runs: list[dict[str, Any]]) -> float | None:
 
 
 def paired(runs: list[dict[str, Any]], arm: str, ref: str) -> tuple[float, float, float, int]:
-    """``(mean, lo, hi, n)`` of ``metric(arm) - metric(ref)`` over the seeds both have (95 %)."""
-    by = {(_label(r), r["seed"]): _metric(r) for r in runs}
+    """``(mean, lo, hi, n)`` of ``metric(arm) - metric(ref)`` over the seeds both have (95 %).
+    Two records of one label and seed (the same arm from two calls, pooled) cannot be paired
+    unambiguously: :class:`ValueError` names them."""
+    by: dict[tuple[str, int], float] = {}
+    for label, r in zip(_labels(runs), runs):
+        if label in (arm, ref) and (label, r["seed"]) in by:
+            raise ValueError(f"runs: two records of {label!r}, seed {r['seed']}: pool files with distinct seeds")
+        by[(label, r["seed"])] = _metric(r)
     d = np.array([by[(arm, s)] - by[(ref, s)] for (a, s) in by if a == arm and (ref, s) in by])
     if d.size < 2:
         return (float(d.mean()) if d.size else math.nan), math.nan, math.nan, int(d.size)
@@ -62,8 +81,9 @@ def summary(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per arm: metric mean and per seed, ratios to full, paired differences."""
     full = {r["seed"]: r for r in runs if r["arm"] == "full"}
     rows = []
-    for label in dict.fromkeys(_label(r) for r in runs):
-        mine = [r for r in runs if _label(r) == label]
+    labels = _labels(runs)
+    for label in dict.fromkeys(labels):
+        mine = [r for lab, r in zip(labels, runs) if lab == label]
         ratio = lambda key: [r[key] / full[r["seed"]][key] for r in mine if r["seed"] in full]  # noqa: E731
         certs = [c for r in mine for c in r.get("certificates") or []]
         rows.append({
@@ -117,7 +137,7 @@ def plot(rows: list[dict[str, Any]], runs: list[dict[str, Any]], path: Path, tit
     full = {r["seed"]: r["train_flops"] for r in runs if r["arm"] == "full"}
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for k, r in enumerate(rows):
-        mine = [x for x in runs if _label(x) == r["arm"] and x["seed"] in full]
+        mine = [x for lab, x in zip(_labels(runs), runs) if lab == r["arm"] and x["seed"] in full]
         xs = [x["train_flops"] / full[x["seed"]] for x in mine]
         ys = [_metric(x) for x in mine]
         color = f"C{k % 10}"
@@ -136,7 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plot", type=Path, default=None)
     args = ap.parse_args(argv)
     runs = [r for f in args.results for r in json.loads(f.read_text())["arms"]]
-    rows = summary(runs)
+    try:
+        rows = summary(runs)
+    except ValueError as exc:  # the same arm and seed in two files: say which, do not pick one
+        ap.error(str(exc))
     print(table(rows, "val bpb" if runs and "val_bpb" in runs[0] else "accuracy"))
     if args.plot is not None:
         plot(rows, runs, args.plot, " + ".join(f.stem for f in args.results))
