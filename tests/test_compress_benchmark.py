@@ -4,6 +4,7 @@ subset, the per-event and per-report records, and the report's paired summary.""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -32,6 +33,8 @@ def test_tiny_compress_arms_events_and_monitor_trace(tmp_path):
                 assert e.get(act, 0) == sum(v for k, v in e.items() if k.startswith(act + ":"))
         assert 0 < pruned <= sum(a["certificates"].values())  # a freeze may carry two certificate kinds
     assert all(isinstance(a["restores"], list) for a in arms)
+    for a in arms:  # the loss trace, where a removal did or did not recover
+        assert a["lm_losses"] and all(math.isfinite(x) for x in a["lm_losses"]) and a["lm_loss_every"] >= 1
     lyactl = next(a for a in arms if a["arm"] == "lyactl-distill")
     assert lyactl["monitors"] and all(isinstance(r, dict) for r in lyactl["monitors"])
     for row in lyactl["monitors"]:

@@ -19,7 +19,9 @@ with ``--tokens`` continued-training tokens per arm and seed:
 * ``scratch-full``: that shape trained from scratch on as many tokens as the teacher (seed 0).
 
 Writes ``benchmarks/results/compress.json``: ``{"name", "gpu", "arms": [{"arm", "seed", "tokens",
-"flops_per_token_ratio", "val_bpb", "train_flops", "wall_s", "certificates"}]}``.
+"flops_per_token_ratio", "val_bpb", "train_flops", "wall_s", "certificates"}]}``; compressed arms
+also carry ``lm_losses`` (the language-model loss every ``lm_loss_every`` steps: where a removal
+did not recover), ``events``, ``monitors`` and ``restores``.
 ``--preset tiny`` runs in about a minute on a CPU (a smoke test, not a measurement).
 The JSON is rewritten after every arm, and ``--budget-s`` skips what would start after that
 many seconds (a time-limited GPU call still leaves its finished arms). Order: per token
@@ -241,7 +243,8 @@ def record(arm: str, seed: int, r: dict, val_bpb: float, certs: dict) -> dict:
     return {"arm": arm, "seed": seed, "tokens": r["tokens"], "flops_per_token_ratio": r["flops_per_token_ratio"],
             "val_bpb": val_bpb, "train_flops": r["train_flops"], "wall_s": r["wall_s"], "certificates": certs,
             "reached_target": r["reached_target"], "frozen_blocks": r.get("frozen_blocks", 0),
-            "training_flops_saving": r.get("training_flops_saving", 0.0)}
+            "training_flops_saving": r.get("training_flops_saving", 0.0),
+            "lm_losses": r.get("losses"), "lm_loss_every": max(1, int(r.get("steps", 1)) // 100)}
 
 
 if __name__ == "__main__":
