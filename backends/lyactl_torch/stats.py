@@ -226,7 +226,8 @@ class ReductionPlan:
                 P = torch.stack([e.param for e in c.entries])  # no_grad: no history, no detach needed
                 stacks.append(P)
                 P32, D = P.float(), (P - self._prev_of(ci)).float()
-                path.append(D)
+                if self.measure_path:  # kept to the next step; otherwise freed with this class
+                    path.append(D)
                 W2 = P32 * P32
                 c.reduce(out[0], W2, None)
                 c.reduce(out[1], D * D, None)
@@ -244,7 +245,7 @@ class ReductionPlan:
             has_gdw = np.zeros(G + 1, dtype=bool)
             if self._gdw is not None:
                 out[GDW_ROW], has_gdw = self._gdw
-        self._gdw, self._path = None, path if self.measure_path else None
+        self._gdw, self._path = None, path if self.measure_path else None  # path is [] when not measuring
         return out, np.stack([has_g, has_m, lacks_v, has_gdw]), stacks, 1.0 if common is None else common
 
     def statistics(self, optimizer: torch.optim.Optimizer, pruned: list[bool], *, step: int, lr: float,

@@ -56,7 +56,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.ssm.tasks import load_lm, mqar_batch
-from lyactl_torch.ssm.lm import SSMLM, SSMLMConfig, flops_per_token, state_share
+from lyactl_torch.ssm.lm import SSMLM, SSMLMConfig, default_r_min, flops_per_token, state_share
 from lyactl.control.decision_log import verify_certificate
 from lyactl.control.state_truncation import StateTruncationPolicy
 from lyactl_torch.ssm import StateTruncator
@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         n_head, d_head = (int(x) for x in args.heads.split("x"))
     except ValueError:
         ap.error(f"--heads: expected N_HEADxD_HEAD, e.g. 4x8, found {args.heads!r}")
-    r_min = args.r_min if args.r_min is not None else SSMLMConfig(1, 1, 1, 1, kind=args.kind).r_min
+    r_min = args.r_min if args.r_min is not None else default_r_min(args.kind)
     shape = {"scan_layout": args.scan_layout, "kind": args.kind, "r_min": r_min} | (
         {"n_head": n_head, "d_head": d_head} if args.kind == "recall" else {})
     preset = preset | {t: preset[t] | {"model": preset[t]["model"] | shape} for t in ("lm", "mqar")}
