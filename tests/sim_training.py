@@ -39,6 +39,7 @@ class Simulation:
     groups: tuple[Group, ...]
     stats: tuple[GroupStats, ...]
     labels: tuple[str, ...]
+    group_loss: tuple[np.ndarray, ...] = ()  # per report, each group's own loss term [n_groups]
 
 
 def _params(labels: Sequence[str], dim: int, eta: float, optimizer: str, rng: np.random.Generator):
@@ -83,7 +84,7 @@ def simulate(labels: Sequence[str], optimizer: str = "gd", n_reports: int = 40, 
     m = np.zeros_like(w)
     v = np.zeros_like(w)
     w_prev = w.copy()
-    out = []
+    out, group_loss = [], []
     t = 0
     eta0 = eta
     D, gdw = None, np.full(len(labels), np.nan)  # the pending displacement, its path-end reading
@@ -107,10 +108,11 @@ def simulate(labels: Sequence[str], optimizer: str = "gd", n_reports: int = 40, 
             w = w - eta * step - eta * wd * w
         out.append(make_stats(t, eta, wd, interval, w, w_prev, g, m if optimizer != "gd" else None,
                               lam if curvature else None, w_star, gdw))
+        group_loss.append((0.5 * lam * (w - w_star) ** 2).sum(1))
         D, gdw = w - w_prev, np.full(len(labels), np.nan)
         w_prev = w.copy()
     groups = tuple(Group(f"{b}.{i}", kind, i, dim, 6.0 * dim, 2.0 * dim) for i, b in enumerate(labels))
-    return Simulation(groups, tuple(out), tuple(labels))
+    return Simulation(groups, tuple(out), tuple(labels), tuple(group_loss))
 
 
 def make_stats(step: int, lr: float, wd: float, interval: int, w: np.ndarray, w_prev: np.ndarray,

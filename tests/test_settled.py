@@ -162,3 +162,30 @@ def test_freezes_alone_may_go_on_after_the_decision_window(last_freeze):
 def test_last_freeze_step_is_validated():
     with pytest.raises(InvalidArgumentError, match="last_freeze_step"):
         ControllerConfig(last_freeze_step=-1)
+
+
+@SETTINGS
+@given(seed=st.integers(0, 10**6), optimizer=st.sampled_from(["gd", "heavy_ball"]))
+def test_settled_blocks_give_up_less_than_a_random_choice(seed, optimizer):
+    """Against random: the groups are independent quadratics, so what freezing a group at report
+    ``k`` gives up is exactly its own loss decrease from ``k`` to the end of the run. The certified
+    set must give up less than the same number of groups drawn at random (averaged over every
+    subset of that size), and each certified group less than the certificate's tolerance."""
+    from itertools import combinations
+
+    labels = ["converging", "learning"] * 3
+    n_rep = 40
+    sim = simulate(labels, optimizer, n_reports=n_rep, seed=seed)
+    mon = settled_monitor(n_rep * 10, len(labels))
+    win = StatsWindow(len(labels), W)
+    for k, s in enumerate(sim.stats):
+        win.push(s)
+        res = mon.evaluate(win)
+        S = np.flatnonzero(res.holds())
+        if S.size:
+            break
+    assert S.size, "nothing settled"
+    forgone = sim.group_loss[k] - sim.group_loss[-1]  # what training on would still have bought
+    assert (forgone[S] <= res.numbers["tol"]).all(), (forgone[S], res.numbers["tol"])
+    rand = np.mean([forgone[list(c)].sum() for c in combinations(range(len(labels)), S.size)])
+    assert forgone[S].sum() < rand, (forgone[S].sum(), rand)
