@@ -18,6 +18,12 @@ most ``target_flops`` times the original's:
   which it does not score, are then left to the certificates;
 * ``oneshot``: activation importance of the original (:mod:`.importance`), one event at
   step 0 that meets the target, then training (Minitron's recipe);
+* ``measured``: no penalty and no controller: at ``rounds`` points (step 0, then every
+  ``round_frac`` of the run) every live group's removal is measured on held-out calibration
+  batches and the lowest certified cost per FLOP is pruned, to ``target_flops^((k+1)/rounds)``
+  of the original's FLOPs after round ``k`` (:mod:`.removal`, :mod:`lyactl.control.removal_cost`:
+  each decision certified harmless where its cost's upper bound is below
+  ``remove_eps * loss``, else taken by the budget with the verdict UNKNOWN);
 * ``replay``: a given controller (e.g. :class:`lyactl.control.baselines.ReplayController`
   with a random rule at lyactl's schedule).
 
@@ -64,11 +70,12 @@ from .flops_model import flops_with
 from .hf import hf_adapters, uniform_constraints
 from .importance import activation_importance, oneshot_event
 from .loop import Lyactl
+from .removal import MeasuredRounds
 from .scoring import logits_of
 
 __all__ = ["METHODS", "PRIORS", "CompressConfig", "CompressResult", "logits", "controller_section", "compress"]
 
-METHODS = ("lyactl", "oneshot", "replay")
+METHODS = ("lyactl", "oneshot", "measured", "replay")
 PRIORS = ("activation",)  # the controller's importance priors (method "lyactl" only)
 
 
@@ -86,7 +93,11 @@ class CompressConfig:
     ``settled_eps``: with ``freeze``, also freeze a block where the settled-group certificate
     holds (:mod:`lyactl.control.settled`: the upper confidence bound of the loss decrease its own
     updates still buy, over the learning rate to come, below ``settled_eps |loss| / n_blocks``;
-    the backend then measures ``gdw``); None: only the built-in convergence rule.
+    the backend then measures ``gdw``); None: only the built-in convergence rule;
+    ``rounds``, ``round_frac``, ``remove_eps``: method ``"measured"``'s number of pruning rounds,
+    their spacing (fraction of the run) and the harmless tolerance (fraction of the loss);
+    ``calib_rows``: sequences per calibration batch there (None: ``batch_size``; every group
+    costs one forward over ``calib_batches * calib_rows`` sequences, counted in ``train_flops``).
     """
 
     target_flops: float
@@ -110,6 +121,10 @@ class CompressConfig:
     prior: str | None = None
     freeze: bool = True
     settled_eps: float | None = 1e-3
+    rounds: int = 1
+    round_frac: float = 0.1
+    remove_eps: float = 1e-3
+    calib_rows: int | None = None
 
     def __post_init__(self) -> None:
         checks: dict[str, tuple[bool, str]] = {
@@ -132,6 +147,12 @@ class CompressConfig:
             "freeze": (isinstance(self.freeze, bool), "True or False"),
             "settled_eps": (self.settled_eps is None or (_real(self.settled_eps) and self.settled_eps > 0),
                             "None or a number > 0"),
+            "rounds": (_int(self.rounds) and self.rounds >= 1, "an int >= 1"),
+            "round_frac": (_real(self.round_frac) and 0 < self.round_frac and (self.rounds - 1) * self.round_frac < 1
+                           if _int(self.rounds) else False, "a number > 0 with (rounds - 1) * round_frac < 1"),
+            "remove_eps": (_real(self.remove_eps) and self.remove_eps > 0, "a number > 0"),
+            "calib_rows": (self.calib_rows is None or (_int(self.calib_rows) and 1 <= self.calib_rows <= self.batch_size)
+                           if _int(self.batch_size) else False, "None or an int in [1, batch_size]"),
         }
         for name, (ok, expected) in checks.items():
             if not ok:
@@ -288,9 +309,16 @@ def compress(model: nn.Module, batches: Batches, config: CompressConfig, *,
                                            extra_monitors=_extra_monitors(backend, config))
     elif config.method == "replay":
         loop.controller = controller(backend, cons)
-    else:
+    elif config.method == "oneshot":
         pre_events.append(_oneshot(backend, cons, batches, config, dev))
-    record = _train(model, teacher, loop, opt, batches, config, dev, on_report, progress)
+    rounds = _rounds(backend, cons, batches, config, dev, size0) if config.method == "measured" else None
+    record = _train(model, teacher, loop, opt, batches, config, dev, on_report, progress,
+                    hook=None if rounds is None else rounds)
+    if rounds is not None:
+        pre_events += rounds.events
+        record["rounds"] = rounds.records
+        record["measure_flops"] = sum(r["flops"] for r in rounds.records)
+        record["train_flops"] += record["measure_flops"]
     record.update({"method": config.method, "prior": config.prior, "freeze": config.freeze,
                    "settled_eps": config.settled_eps if _settled(config) else None, "steps": steps,
                    **_flops_record(backend, fpt0, size0, config.target_flops),
@@ -344,10 +372,25 @@ def _oneshot(backend: TorchBackend, cons: tuple[Any, ...], batches: Batches, con
     return event
 
 
+def _rounds(backend: TorchBackend, cons: tuple[Any, ...], batches: Batches, config: CompressConfig,
+            dev: torch.device, size0: float) -> MeasuredRounds:
+    """Method ``"measured"``'s rounds, calibrated on ``calib_batches`` batches the training
+    never draws."""
+    if config.calib_batches < 2:
+        raise InvalidArgumentError(bad_arg("calib_batches", "at least 2 with method 'measured'", config.calib_batches))
+    rows = config.calib_rows or config.batch_size
+    xy = torch.cat([torch.from_numpy(batches.batch(10**6 + i)[:rows]) for i in range(config.calib_batches)]).to(dev)
+    steps = [round(k * config.round_frac * config.steps) for k in range(config.rounds)]
+    return MeasuredRounds(backend, cons, xy[:, :-1], xy[:, 1:], config.calib_batches, steps, config.target_flops,
+                          config.remove_eps, lambda: _size(backend), size0, logits)
+
+
 def _train(model: nn.Module, teacher: nn.Module | None, loop: Lyactl, opt: torch.optim.Optimizer,
            batches: Batches, config: CompressConfig, dev: torch.device, on_report: Callable[[Any], None] | None,
-           progress: bool) -> dict[str, Any]:
-    """The training loop; returns tokens, training FLOPs (student + teacher), wall, losses."""
+           progress: bool, hook: Callable[[int], bool] | None = None) -> dict[str, Any]:
+    """The training loop; returns tokens, training FLOPs (student + teacher), wall, losses.
+    ``hook(step)``, optional, runs before each step (its time counts in the wall-clock);
+    True means the model changed."""
     from tqdm.auto import tqdm
 
     steps, tok_step = config.steps, config.batch_size * config.seq_len
@@ -356,6 +399,8 @@ def _train(model: nn.Module, teacher: nn.Module | None, loop: Lyactl, opt: torch
     bar = tqdm(total=steps, desc="compress", disable=not progress, dynamic_ncols=True)
     t0 = time.perf_counter()
     for step in range(steps):
+        if hook is not None and hook(step):
+            fpt = _fpt(loop.backend)
         for g in opt.param_groups:
             g["lr"] = _lr(step, steps, config)
         xy = torch.from_numpy(batches.batch(step)).to(dev)

@@ -31,6 +31,7 @@ from lyactl.app import exit_codes
 from lyactl.app.runfolder import claim, default_out, write_manifest
 from lyactl.control.decision_log import DecisionLog
 from lyactl.errors import DataFileError, InvalidArgumentError, bad_arg
+from lyactl.verdict import Verdict
 
 from .checkpoint import load, save
 from .compress import CompressConfig, CompressResult, compress, logits
@@ -119,12 +120,15 @@ class _Logits(nn.Module):
 
 
 def _certificates(result: CompressResult) -> dict[str, int]:
-    """Certificates of the applied decisions, counted by monitor (kind)."""
+    """Certificates of the applied decisions, counted by monitor (kind); one whose verdict is
+    not HOLDS (a baseline's, the budget's, a measured removal cost above its tolerance) is
+    counted under ``"monitor:verdict"``."""
     counts: dict[str, int] = {}
     for ev in result.events:
         for d in ev.decisions:
             for c in d.certificates:
-                counts[c.monitor] = counts.get(c.monitor, 0) + 1
+                key = c.monitor if c.verdict is Verdict.HOLDS else f"{c.monitor}:{c.verdict.value}"
+                counts[key] = counts.get(key, 0) + 1
     return counts
 
 

@@ -34,7 +34,7 @@ from torch import nn
 
 from lyactl.control.baselines import ScoreRule
 from lyactl.control.groups import PRUNED, Action, Certificate, Constraint, Decision, Event, Group, GroupKind, GroupStats
-from lyactl.control.selection import Structure, select
+from lyactl.control.removal_cost import cheapest_to_target
 from lyactl.errors import InvalidArgumentError, bad_arg
 from lyactl.verdict import Verdict
 
@@ -145,34 +145,15 @@ def oneshot_event(groups: Sequence[Group], constraints: Sequence[Constraint], sc
                   flops_model: Callable[[np.ndarray], float], target: float, step: int = 0,
                   rule_name: str = "activation") -> Event:
     """One event pruning the lowest-scored groups until ``flops_model(status) <= target *
-    flops_model(dense)``, honouring ``constraints`` (min_keep, together, uniform) through
-    :func:`lyactl.control.selection.select`. The number taken is the smallest that meets
-    the target (bisection on the selection limit; FLOPs fall as the limit grows), or all
-    the constraints allow. Decisions carry an UNKNOWN certificate naming the rule: a
-    baseline is not certified."""
+    flops_model(dense)``, honouring ``constraints`` (min_keep, together, uniform): the
+    smallest number that meets the target, or all the constraints allow
+    (:func:`lyactl.control.removal_cost.cheapest_to_target`). Decisions carry an UNKNOWN
+    certificate naming the rule: a baseline is not certified."""
     if not (isinstance(target, float) and 0.0 < target < 1.0):
         raise InvalidArgumentError(bad_arg("target", "a float in (0, 1)", target))
     scores = np.asarray(scores, dtype=np.float64)
-    order = [int(i) for i in np.lexsort((np.arange(scores.size), scores)) if math.isfinite(scores[i])]
-    ready = {i: PRUNED for i in order}
-    s = Structure(np.array([g.kind is GroupKind.LAYER for g in groups]), np.array([g.layer for g in groups]),
-                  tuple(constraints))
+    chosen = cheapest_to_target(groups, constraints, scores, flops_model, target)
     dense = flops_model(np.zeros(len(groups), np.int8))
-
-    def picked(limit: int) -> tuple[list[tuple[int, int]], float]:
-        chosen = select(ready, np.zeros(len(groups), np.int8), s, limit)
-        status = np.zeros(len(groups), np.int8)
-        status[[i for i, _ in chosen]] = PRUNED
-        return chosen, flops_model(status) / dense
-
-    lo, hi = 0, max(1, len(order))
-    while lo < hi:  # smallest limit meeting the target
-        mid = (lo + hi) // 2
-        if picked(mid)[1] <= target:
-            hi = mid
-        else:
-            lo = mid + 1
-    chosen, _ = picked(lo)
     decisions = tuple(Decision(step, groups[i].name, i, Action.PRUNE, (Certificate(
         monitor=f"baseline:{rule_name}", verdict=Verdict.UNKNOWN, window=(step, step),
         numbers={"score": float(scores[i])}, condition="none: selected by a baseline rule, not certified",

@@ -10,12 +10,17 @@ with ``--tokens`` continued-training tokens per arm and seed:
   what its freezes save and cost);
 * ``oneshot-distill``: activation importance at step 0, then distillation (Minitron-style);
 * ``oneshot-mix-distill``: one-shot at the first report, as many groups of each kind (layers,
-  residual channels, heads, MLP blocks) as lyactl-distill removed in all, chosen by importance
+  residual channels, heads, MLP blocks) as the ``--schedule-of`` arm removed in all, chosen by importance
   on the original (Block Influence for layers, channel activation, activation for widths:
   :mod:`lyactl_torch.depth_importance`), then distillation: the one-shot baseline that may also
   cut depth and channels, with lyactl's structure;
-* ``random``: random groups at the schedule lyactl-distill used (same seed), distilled;
-* ``scratch-same-tokens``: the lyactl-distill final shape, fresh weights, the same tokens;
+* ``measured-distill`` / ``measured3-distill``: no penalty: every group's removal measured on
+  held-out batches, the lowest certified cost per FLOP pruned at step 0 (one round) or in three
+  rounds at 0, 10 and 20 % of the run (``CompressConfig(method="measured")``,
+  :mod:`lyactl.control.removal_cost`), then distillation;
+* ``random``: random groups at the schedule of ``--schedule-of`` (default lyactl-distill; same
+  seed, counts per kind and event), distilled;
+* ``scratch-same-tokens``: the ``--schedule-of`` arm's final shape, fresh weights, the same tokens;
 * ``scratch-full``: that shape trained from scratch on as many tokens as the teacher (seed 0).
 
 Writes ``benchmarks/results/compress.json``: ``{"name", "gpu", "arms": [{"arm", "seed", "tokens",
@@ -57,8 +62,9 @@ PRESETS = {  # teacher shape, teacher steps, batch, seq_len, vocab
     # what fits one 10-minute call with all arms: 8 blocks of d512 on 52 M tokens
     "h200-small": dict(d_model=512, n_layer=8, n_head=8, mlp_hidden=2048, steps=1600, batch=64, seq=512, vocab=8192),
 }
-ARMS = ("lyactl-distill", "lyactl-distill-nosettled", "oneshot-distill", "oneshot-mix-distill", "random", "lyactl",
-        "scratch-same-tokens", "scratch-full")
+ARMS = ("lyactl-distill", "lyactl-distill-nosettled", "measured-distill", "measured3-distill", "oneshot-distill",
+        "oneshot-mix-distill", "random", "lyactl", "scratch-same-tokens", "scratch-full")
+SCHEDULE_ARMS = ("lyactl-distill", "measured-distill", "measured3-distill")
 SOURCES = ("brown", "linux_doc", "mhcc", "milton", "python_doc", "shakespeare", "tdavid", "web_bible", "wordnet")
 
 
@@ -96,11 +102,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prior", choices=("none", "activation"), default="none",
                     help="the lyactl arms rank by the original's activation importance (CompressConfig.prior)")
     ap.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated subset of {ARMS}")
+    ap.add_argument("--calib-rows", type=int, default=4,
+                    help="sequences per calibration batch of the measured arms (4 batches; one forward per group)")
+    ap.add_argument("--schedule-of", choices=SCHEDULE_ARMS, default="lyactl-distill",
+                    help="the arm whose events random and oneshot-mix-distill replay, and whose shape the scratch arms train")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/compress.json"))
     args = ap.parse_args(argv)
     bad = sorted(set(args.arms.split(",")) - set(ARMS))
     if bad:
         ap.error(f"--arms: expected names from {ARMS}, found {bad}")
+    followers = {"random", "oneshot-mix-distill", "scratch-same-tokens", "scratch-full"} & set(args.arms.split(","))
+    if followers and args.schedule_of not in args.arms.split(","):
+        ap.error(f"--schedule-of: expected one of the arms run ({args.arms}), found {args.schedule_of!r}")
     p, work, t_start = PRESETS[args.preset], args.out.parent / "compress-work", time.perf_counter()
     work.mkdir(parents=True, exist_ok=True)
     sources = SOURCES if args.corpus != DEMO_CORPUS_DIR else None
@@ -120,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"name": f"compress-{args.preset}", "gpu": gpu, "preset": p, "target": args.target,
             "train_tokens_available": int(tokens.size), "val_docs": args.val_docs,
             "freeze": not args.no_freeze, "prior": args.prior,
-            "settled_eps": args.settled_eps}
+            "settled_eps": args.settled_eps, "schedule_of": args.schedule_of}
     save = lambda: args.out.write_text(json.dumps({**meta, "arms": arms}, indent=1))  # noqa: E731
     save()
     within = lambda: time.perf_counter() - t_start < args.budget_s  # noqa: E731
@@ -137,6 +150,7 @@ def run_seed(teacher, tokens, tok, split, work, p, args, n, seed, bpb, within, s
     batches = Batches(tokens, p["seq"], p["batch"], 100 + seed)
     shape = None
     plans = [("lyactl-distill", "lyactl", 2.0), ("lyactl-distill-nosettled", "lyactl", 2.0),
+             ("measured-distill", "measured", 2.0), ("measured3-distill", "measured", 2.0),
              ("oneshot-distill", "oneshot", 2.0), ("random", "replay", 2.0),
              ("oneshot-mix-distill", "replay", 2.0), ("lyactl", "lyactl", None)]
     schedule: list = []
@@ -149,17 +163,19 @@ def run_seed(teacher, tokens, tok, split, work, p, args, n, seed, bpb, within, s
         prior = args.prior if method == "lyactl" and args.prior != "none" else None
         cfg = CompressConfig(args.target, n, method=method, batch_size=p["batch"], seq_len=p["seq"], distill=tau,
                              device=args.device, seed=seed, freeze=not args.no_freeze, prior=prior,
-                             settled_eps=None if args.settled_eps <= 0 or arm.endswith("-nosettled") else args.settled_eps)
+                             settled_eps=None if args.settled_eps <= 0 or arm.endswith("-nosettled") else args.settled_eps,
+                             rounds=3 if arm == "measured3-distill" else 1,
+                             calib_rows=min(args.calib_rows, p["batch"]) if method == "measured" else None)
         factory = _mix_factory(batches, schedule, args.device) if arm == "oneshot-mix-distill" else (
             lambda b, cons: ReplayController(b.groups(), cons, schedule, random_scores(seed)))
         r = compress(student, batches, cfg, controller=factory if method == "replay" else None)
-        if arm == "lyactl-distill":
+        if arm == args.schedule_of:
             schedule = schedule_from_log([{"step": e.step, "decisions": [{"index": d.index, "action": d.action.value}
                                           for d in e.decisions]} for e in r.events], groups)
             shape = r.model
         arms.append(record(arm, seed, r.record, bpb(r.model), _certificates(r))
                     | {"events": _events(r.events, groups), "monitors": _monitor_trace(r.outputs),
-                       "restores": _restores(r.outputs)})
+                       "restores": _restores(r.outputs), "rounds": r.record.get("rounds")})
         save()
     full = seed == 0 and n == args.tokens[0]
     for arm, steps in (("scratch-same-tokens", CompressConfig(args.target, n, batch_size=p["batch"],
@@ -172,7 +188,7 @@ def run_seed(teacher, tokens, tok, split, work, p, args, n, seed, bpb, within, s
         ratio = model_flops_per_token(scratch) / model_flops_per_token(teacher)
         arms.append({"arm": arm, "seed": seed, "tokens": steps * p["batch"] * p["seq"], "flops_per_token_ratio": ratio,
                      "val_bpb": bpb(scratch), "train_flops": flops, "wall_s": wall, "certificates": {},
-                     "shape_of": f"lyactl-distill seed {seed}, {n} tokens"})
+                     "shape_of": f"{args.schedule_of} seed {seed}, {n} tokens"})
         save()
 
 
