@@ -77,6 +77,26 @@ def test_cli_compresses_a_gpt_checkpoint_to_the_target(checkpoint, tmp_path, cap
     assert "FLOPs/token" in printed and "certificates:" in printed and "lyactl's GPT format" in printed
 
 
+def test_cli_measured_method_logs_every_decision_and_only_harmless_ones_reverify(checkpoint, tmp_path, capsys):
+    path, fpt0 = checkpoint
+    out = tmp_path / "measured"
+    rc = main(["compress", str(path), "--target-flops", "0.5", "--tokens", str(40 * SEQ * BATCH), "--out", str(out),
+               "--no-progress", "--seq-len", str(SEQ), "--batch-size", str(BATCH), "--block", "16",
+               "--method", "measured", "--rounds", "2"])
+    assert rc == 0, capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())["arms"][0]
+    assert summary["reached_target"] and len(summary["rounds"]) == 2
+    assert summary["measure_flops"] > 0 and summary["train_flops"] > summary["student_flops"] + summary["measure_flops"] - 1
+    decisions = [r for r in read_log(out / "decisions.jsonl") if r.get("type") == "decision"]
+    assert len(decisions) == sum(len(e["groups"]) for e in summary["events"]) > 0  # every decision is logged
+    unknown = {r["group"] for r in decisions if r["certificates"][0]["verdict"] != "holds"}
+    report = reverify(out / "decisions.jsonl")
+    assert {f[1] for f in report.failures} == unknown  # exactly the budget-forced removals fail to re-verify
+    for r in decisions:
+        n = r["certificates"][0]["numbers"]
+        assert (n["tol"] > n["upper"]) == (r["certificates"][0]["verdict"] == "holds")
+
+
 def test_distillation_kl_is_finite_and_the_teacher_is_counted():
     model = tiny_gpt()
     n_teacher = sum(p.numel() for p in model.parameters())

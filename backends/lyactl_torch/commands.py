@@ -148,8 +148,11 @@ def add_compress(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--corpus", type=Path, default=None, help="folder of *.jsonl.xz (default: the shipped demo corpus)")
     p.add_argument("--distill", type=float, default=None, metavar="T", help="distil from the original at temperature T")
     p.add_argument("--uniform", action="store_true", help="one width per layer; export a from_pretrained directory")
-    p.add_argument("--method", choices=("lyactl", "oneshot"), default="lyactl",
-                   help="lyactl's controller (default) or one-shot activation importance at step 0 (baseline)")
+    p.add_argument("--method", choices=("lyactl", "oneshot", "measured"), default="lyactl",
+                   help="lyactl's controller (default), one-shot activation importance at step 0 (baseline), or "
+                        "measured removal costs: every group's loss increase measured on held-out batches, the lowest "
+                        "certified cost per FLOP pruned in --rounds rounds (docs/compress.md)")
+    p.add_argument("--rounds", type=int, default=1, help="with --method measured: pruning rounds (every 10 %% of the run)")
     p.add_argument("--prior", choices=("activation",), default=None,
                    help="with --method lyactl: rank the groups the budget pushes and completes by the original's "
                         "activation importance per FLOP instead of |g.w| per FLOP (docs/compress.md)")
@@ -186,7 +189,7 @@ def _run_compress(args: argparse.Namespace) -> int:
     cfg = CompressConfig(args.target_flops, args.tokens, method=args.method, batch_size=args.batch_size,
                          seq_len=args.seq_len, lr=args.lr, distill=args.distill, uniform=args.uniform,
                          block=args.block, device=args.device, prior=args.prior, freeze=not args.no_freeze,
-                         settled_eps=None if args.settled_eps <= 0 else args.settled_eps)
+                         settled_eps=None if args.settled_eps <= 0 else args.settled_eps, rounds=args.rounds)
     record = run_compress(args.checkpoint, cfg, corpus=args.corpus or DEMO_CORPUS_DIR, out=args.out,
                           overwrite=args.overwrite, new_run=args.new_run, progress=not args.no_progress)
     print(format_summary(record))

@@ -169,6 +169,7 @@ def run_compress(checkpoint: Path, config: CompressConfig, *, corpus: Path, out:
     log = DecisionLog(out / "decisions.jsonl")
     result = compress(model, batches, config, live=loaded.live, block_ids=loaded.block_ids, on_report=log.write,
                       progress=progress)
+    _log_unreported(log, result)
     bpb1 = _bpb(result.model, tok, split, out, config, val_docs)
     saved_as = _write_model(result, loaded, out, config)
     record = {"arm": "compress", "controlled": True, "checkpoint": str(checkpoint), "family": loaded.family,
@@ -179,6 +180,26 @@ def run_compress(checkpoint: Path, config: CompressConfig, *, corpus: Path, out:
     (out / "summary.json").write_text(json.dumps({"arms": [record]}, indent=1, default=_plain))
     write_manifest(out)
     return record
+
+
+@dataclass(frozen=True)
+class _Unreported:
+    """The events no controller report carried (one-shot and measured rounds), as an output
+    :meth:`DecisionLog.write` takes."""
+
+    events: tuple[Any, ...]
+    restores: tuple[Any, ...] = ()
+    releases: tuple[Any, ...] = ()
+
+
+def _log_unreported(log: DecisionLog, result: CompressResult) -> None:
+    """Write the events made outside the controller to the decision log, so that every decision
+    is there with its certificate (``lyactl report`` re-verifies it; a baseline's or a
+    budget-forced removal's UNKNOWN verdict shows as not certified)."""
+    reported = {id(e) for out in result.outputs for e in out.events}
+    events = tuple(e for e in result.events if id(e) not in reported)
+    if events:
+        log.write(_Unreported(events))
 
 
 def _plain(v: Any) -> Any:
