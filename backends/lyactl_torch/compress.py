@@ -157,10 +157,19 @@ class CompressConfig:
         for name, (ok, expected) in checks.items():
             if not ok:
                 raise InvalidArgumentError(bad_arg(name, expected, getattr(self, name)))
+        at = self.round_steps
+        if self.method == "measured" and (len(set(at)) != len(at) or at[-1] >= self.steps):
+            raise InvalidArgumentError(bad_arg("round_frac", f"rounds on distinct steps before the last of {self.steps} "
+                                               f"steps ({self.rounds} rounds)", f"{self.round_frac} (steps {at})"))
 
     @property
     def steps(self) -> int:
         return max(1, math.ceil(self.tokens / (self.batch_size * self.seq_len)))
+
+    @property
+    def round_steps(self) -> list[int]:
+        """Method ``"measured"``: the steps of its rounds, ``round(k * round_frac * steps)``."""
+        return [round(k * self.round_frac * self.steps) for k in range(self.rounds)]
 
     @property
     def report_interval(self) -> int:
@@ -380,8 +389,8 @@ def _rounds(backend: TorchBackend, cons: tuple[Any, ...], batches: Batches, conf
         raise InvalidArgumentError(bad_arg("calib_batches", "at least 2 with method 'measured'", config.calib_batches))
     rows = config.calib_rows or config.batch_size
     xy = torch.cat([torch.from_numpy(batches.batch(10**6 + i)[:rows]) for i in range(config.calib_batches)]).to(dev)
-    steps = [round(k * config.round_frac * config.steps) for k in range(config.rounds)]
-    return MeasuredRounds(backend, cons, xy[:, :-1], xy[:, 1:], config.calib_batches, steps, config.target_flops,
+    return MeasuredRounds(backend, cons, xy[:, :-1], xy[:, 1:], config.calib_batches, config.round_steps,
+                          config.target_flops,
                           config.remove_eps, lambda: _size(backend), size0, logits)
 
 

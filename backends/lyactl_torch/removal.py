@@ -10,9 +10,10 @@ a copy afterwards (no surgery, no optimizer state touched):
 * a whole block: every parameter of the block, norms included: a pre-norm residual block
   with zero weights adds nothing (``h + 0``), exactly as after :func:`~.surgery.remove_layer`;
 * a residual channel block: its entries in every slice (embedding column, norm gains,
-  every projection that reads or writes the channel). Not exactly the removal: a layer norm
-  still divides by the full width and sees zeros. The difference is the normalisation
-  constant only; the certificate is of the zeroed model, said here and in the record.
+  every projection that reads or writes the channel). Exact for lyactl's GPT (its
+  :class:`~lyactl_torch.model.RMSNorm` divides by a fixed reference width); for a norm over
+  the current width (the Hugging Face models' RMSNorm or LayerNorm) the zeroed channel still
+  counts in the normalisation, so the measurement is of the zeroed model, not the removal.
 
 The loss is the language-model cross-entropy on held-out calibration batches (``X``, ``Y``:
 ``[m * b, T]``, ``m`` batches of ``b`` sequences), one forward over all of them per group
