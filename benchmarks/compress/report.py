@@ -23,7 +23,8 @@ from scipy import stats
 
 __all__ = ["paired", "summary", "main"]
 
-ARMS = ("lyactl-distill", "lyactl", "oneshot-distill", "oneshot-mix-distill", "random", "scratch-same-tokens")
+ARMS = ("lyactl-distill", "lyactl-distill-nosettled", "measured-distill", "measured3-distill", "lyactl",
+        "oneshot-distill", "oneshot-mix-distill", "random", "scratch-same-tokens")
 
 
 def paired(arms: list[dict[str, Any]], tokens: int, arm: str, ref: str) -> dict[str, float]:
@@ -35,9 +36,9 @@ def paired(arms: list[dict[str, Any]], tokens: int, arm: str, ref: str) -> dict[
     return {"mean": mean, "lo": mean - half, "hi": mean + half, "n": int(d.size)}
 
 
-def summary(doc: dict[str, Any]) -> dict[str, Any]:
+def summary(doc: dict[str, Any], ref: str = "lyactl-distill") -> dict[str, Any]:
     """Per token count: each arm's mean bpb, FLOPs ratio, training FLOPs; paired differences
-    against lyactl-distill; distance to scratch-full and the compute ratio to it (None when the
+    ``ref - arm`` (key ``"<ref>_minus_this"``, ``-`` read ``_``; default lyactl-distill); distance to scratch-full and the compute ratio to it (None when the
     run has no scratch-full arm, e.g. one made with ``--arms``)."""
     arms = doc["arms"]
     full = next((a for a in arms if a["arm"] == "scratch-full"), None)
@@ -58,8 +59,8 @@ def summary(doc: dict[str, Any]) -> dict[str, Any]:
             row[arm] = {"bpb_mean": bpb, "n": len(rs), "flops_ratio": [round(r["flops_per_token_ratio"], 4) for r in rs],
                         "train_flops_over_scratch_full": full and flops / full["train_flops"],
                         "minus_scratch_full": full and bpb - full["val_bpb"], "certificates": certs}
-            if arm != "lyactl-distill":
-                row[arm]["lyactl_distill_minus_this"] = paired(arms, n, "lyactl-distill", arm)
+            if arm != ref:
+                row[arm][f"{ref.replace('-', '_')}_minus_this"] = paired(arms, n, ref, arm)
         out["by_tokens"][str(n)] = row
     return out
 
@@ -92,9 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("results", type=Path)
     ap.add_argument("--plot", type=Path, default=None)
+    ap.add_argument("--ref", choices=ARMS, default="lyactl-distill", help="the arm every other is paired with")
     a = ap.parse_args(argv)
     doc = json.loads(a.results.read_text())
-    print(json.dumps(summary(doc), indent=1))
+    print(json.dumps(summary(doc, a.ref), indent=1))
     if a.plot is not None:
         plot(doc, a.plot)
     return 0
