@@ -24,12 +24,12 @@ from scipy import stats
 __all__ = ["paired", "summary", "main"]
 
 ARMS = ("lyactl-distill", "lyactl-distill-nosettled", "measured-distill", "measured3-distill", "lyactl",
-        "oneshot-distill", "oneshot-mix-distill", "random", "scratch-same-tokens")
+        "oneshot-distill", "oneshot-mix-distill", "oneshot-mix-distill-eqflops", "random", "scratch-same-tokens")
 
 
 def paired(arms: list[dict[str, Any]], tokens: int, arm: str, ref: str) -> dict[str, float]:
     """Mean, 95 % t-interval and n of ``bpb(arm) - bpb(ref)`` over the seeds both have at ``tokens``."""
-    by = {(a["arm"], a["seed"]): a["val_bpb"] for a in arms if a["tokens"] == tokens}
+    by = {(a["arm"], a["seed"]): a["val_bpb"] for a in arms if a.get("paired_tokens", a["tokens"]) == tokens}
     d = np.array([by[(arm, s)] - by[(ref, s)] for (a, s) in by if a == arm and (ref, s) in by])
     half = stats.t.ppf(0.975, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size) if d.size >= 2 else math.nan
     mean = float(d.mean()) if d.size else math.nan
@@ -45,10 +45,10 @@ def summary(doc: dict[str, Any], ref: str = "lyactl-distill") -> dict[str, Any]:
     out: dict[str, Any] = {"teacher_bpb": next(a["val_bpb"] for a in arms if a["arm"] == "teacher"),
                            "scratch_full_bpb": full and full["val_bpb"], "scratch_full_train_flops": full and full["train_flops"],
                            "by_tokens": {}}
-    for n in sorted({a["tokens"] for a in arms if a["arm"] in ARMS}):
+    for n in sorted({a.get("paired_tokens", a["tokens"]) for a in arms if a["arm"] in ARMS}):
         row: dict[str, Any] = {}
         for arm in ARMS:
-            rs = [a for a in arms if a["arm"] == arm and a["tokens"] == n]
+            rs = [a for a in arms if a["arm"] == arm and a.get("paired_tokens", a["tokens"]) == n]
             if not rs:
                 continue
             certs: dict[str, int] = {}

@@ -18,6 +18,10 @@ with ``--tokens`` continued-training tokens per arm and seed:
   held-out batches, the lowest certified cost per FLOP pruned at step 0 (one round) or in three
   rounds at 0, 10 and 20 % of the run (``CompressConfig(method="measured")``,
   :mod:`lyactl.control.removal_cost`), then distillation;
+* ``oneshot-mix-distill-eqflops``: the same, trained on more tokens, so that its training FLOPs
+  equal those of the ``--schedule-of`` arm including that arm's measurement forwards
+  (``measure_flops``): the comparison at equal compute (recorded with ``paired_tokens``, the
+  token count it is paired at);
 * ``random``: random groups at the schedule of ``--schedule-of`` (default lyactl-distill; same
   seed, counts per kind and event), distilled;
 * ``scratch-same-tokens``: the ``--schedule-of`` arm's final shape, fresh weights, the same tokens;
@@ -63,7 +67,7 @@ PRESETS = {  # teacher shape, teacher steps, batch, seq_len, vocab
     "h200-small": dict(d_model=512, n_layer=8, n_head=8, mlp_hidden=2048, steps=1600, batch=64, seq=512, vocab=8192),
 }
 ARMS = ("lyactl-distill", "lyactl-distill-nosettled", "measured-distill", "measured3-distill", "oneshot-distill",
-        "oneshot-mix-distill", "random", "lyactl", "scratch-same-tokens", "scratch-full")
+        "oneshot-mix-distill", "oneshot-mix-distill-eqflops", "random", "lyactl", "scratch-same-tokens", "scratch-full")
 SCHEDULE_ARMS = ("lyactl-distill", "measured-distill", "measured3-distill")
 SOURCES = ("brown", "linux_doc", "mhcc", "milton", "python_doc", "shakespeare", "tdavid", "web_bible", "wordnet")
 
@@ -111,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     bad = sorted(set(args.arms.split(",")) - set(ARMS))
     if bad:
         ap.error(f"--arms: expected names from {ARMS}, found {bad}")
-    followers = {"random", "oneshot-mix-distill", "scratch-same-tokens", "scratch-full"} & set(args.arms.split(","))
+    followers = {"random", "oneshot-mix-distill", "oneshot-mix-distill-eqflops", "scratch-same-tokens",
+                 "scratch-full"} & set(args.arms.split(","))
     if followers and args.schedule_of not in args.arms.split(","):
         ap.error(f"--schedule-of: expected one of the arms run ({args.arms}), found {args.schedule_of!r}")
     p, work, t_start = PRESETS[args.preset], args.out.parent / "compress-work", time.perf_counter()
@@ -152,8 +157,10 @@ def run_seed(teacher, tokens, tok, split, work, p, args, n, seed, bpb, within, s
     plans = [("lyactl-distill", "lyactl", 2.0), ("lyactl-distill-nosettled", "lyactl", 2.0),
              ("measured-distill", "measured", 2.0), ("measured3-distill", "measured", 2.0),
              ("oneshot-distill", "oneshot", 2.0), ("random", "replay", 2.0),
-             ("oneshot-mix-distill", "replay", 2.0), ("lyactl", "lyactl", None)]
+             ("oneshot-mix-distill", "replay", 2.0), ("oneshot-mix-distill-eqflops", "replay", 2.0),
+             ("lyactl", "lyactl", None)]
     schedule: list = []
+    n_eq = n  # tokens at the schedule arm's training FLOPs (its measurement included)
     groups = teacher_groups(teacher, CompressConfig(args.target, n))  # the index space of every arm's decisions
     for arm, method, tau in plans:
         if arm not in args.arms.split(",") or not within() or (method == "replay" and shape is None):
@@ -161,21 +168,24 @@ def run_seed(teacher, tokens, tok, split, work, p, args, n, seed, bpb, within, s
         student = GPT(teacher.config).to(args.device)
         student.load_state_dict(teacher.state_dict())
         prior = args.prior if method == "lyactl" and args.prior != "none" else None
-        cfg = CompressConfig(args.target, n, method=method, batch_size=p["batch"], seq_len=p["seq"], distill=tau,
+        cfg = CompressConfig(args.target, n_eq if arm.endswith("-eqflops") else n, method=method, batch_size=p["batch"], seq_len=p["seq"], distill=tau,
                              device=args.device, seed=seed, freeze=not args.no_freeze, prior=prior,
                              settled_eps=None if args.settled_eps <= 0 or arm.endswith("-nosettled") else args.settled_eps,
                              rounds=3 if arm == "measured3-distill" else 1,
                              calib_rows=min(args.calib_rows, p["batch"]) if method == "measured" else None)
-        factory = _mix_factory(batches, schedule, args.device) if arm == "oneshot-mix-distill" else (
+        factory = _mix_factory(batches, schedule, args.device) if arm.startswith("oneshot-mix-distill") else (
             lambda b, cons: ReplayController(b.groups(), cons, schedule, random_scores(seed)))
         r = compress(student, batches, cfg, controller=factory if method == "replay" else None)
         if arm == args.schedule_of:
             schedule = schedule_from_log([{"step": e.step, "decisions": [{"index": d.index, "action": d.action.value}
                                           for d in e.decisions]} for e in r.events], groups)
             shape = r.model
+            extra = r.record.get("measure_flops", 0.0)
+            n_eq = round(n * r.record["train_flops"] / (r.record["train_flops"] - extra))
         arms.append(record(arm, seed, r.record, bpb(r.model), _certificates(r))
                     | {"events": _events(r.events, groups), "monitors": _monitor_trace(r.outputs),
-                       "restores": _restores(r.outputs), "rounds": r.record.get("rounds")})
+                       "restores": _restores(r.outputs), "rounds": r.record.get("rounds"), "paired_tokens": n,
+                       "measure_flops": r.record.get("measure_flops", 0.0)})
         save()
     full = seed == 0 and n == args.tokens[0]
     for arm, steps in (("scratch-same-tokens", CompressConfig(args.target, n, batch_size=p["batch"],
