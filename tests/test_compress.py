@@ -75,6 +75,7 @@ def test_cli_compresses_a_gpt_checkpoint_to_the_target(checkpoint, tmp_path, cap
         assert kinds in ({"settled"}, {"convergence", "movement"}, {"settled", "convergence", "movement"}), kinds
     assert np.isfinite(summary["val_bpb_before"]) and np.isfinite(summary["val_bpb_after"])
     assert "FLOPs/token" in printed and "certificates:" in printed and "lyactl's GPT format" in printed
+    assert main(["report", str(out)]) == 0 and "compress, method lyactl" in capsys.readouterr().out
 
 
 def test_cli_measured_method_logs_every_decision_and_only_harmless_ones_reverify(checkpoint, tmp_path, capsys):
@@ -95,6 +96,11 @@ def test_cli_measured_method_logs_every_decision_and_only_harmless_ones_reverify
     for r in decisions:
         n = r["certificates"][0]["numbers"]
         assert (n["tol"] > n["upper"]) == (r["certificates"][0]["verdict"] == "holds")
+    capsys.readouterr()
+    rc = main(["report", str(out)])  # the offline report reads a compress folder and says the same
+    printed = capsys.readouterr().out
+    assert rc == (1 if unknown else 0) and "compress, method measured" in printed
+    assert f"{len(decisions)} certificates of {len(decisions)} decisions" in printed
 
 
 def test_distillation_kl_is_finite_and_the_teacher_is_counted():

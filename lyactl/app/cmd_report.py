@@ -20,7 +20,7 @@ __all__ = ["add_parser", "run"]
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "report", help="check a run folder, re-plot it and re-verify every certificate offline",
-        description="Read RUN_DIR (written by lyactl demo or lyactl train), check every file against the "
+        description="Read RUN_DIR (written by lyactl demo, train or compress), check every file against the "
                     "run's manifest.json, redraw its plots, print the table and re-verify every certificate "
                     "of its decision log with lyactl alone. Exit 0 if the folder is intact and all verify, "
                     "1 if a file is missing, emptied, truncated or altered, events have no decisions or a "
@@ -31,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lyactl.app.runreport import check_run, format_table, load_run, plot_run, reverify_run
+    from lyactl.app.runreport import check_run, format_compress, format_table, is_compress, load_run, plot_run, reverify_run
 
     problems = check_run(args.run_dir)  # DataFileError (exit 2) if RUN_DIR is no run folder
     for p in problems:
@@ -44,7 +44,9 @@ def run(args: argparse.Namespace) -> int:
             raise
         print(f"FAIL {args.run_dir}: its files cannot be read back ({type(exc).__name__}: {exc})".splitlines()[0])
         return exit_codes.FAILS
-    if not problems:  # the plots are redrawn from intact files only
+    if not problems and is_compress(run):  # lyactl compress: no training-curve plots, its own summary
+        print(format_compress(run))
+    elif not problems:  # the plots are redrawn from intact files only
         plots = plot_run(args.run_dir, run)
         print(format_table(run))
         print("plots: " + ", ".join(str(p) for p in plots))

@@ -24,7 +24,8 @@ from lyactl.app.runfolder import DERIVED, Problem, audit
 from lyactl.control.decision_log import ReverifyReport, read_log, reverify
 from lyactl.errors import DataFileError, bad_arg
 
-__all__ = ["check_run", "load_run", "TABLE_LEGEND", "format_table", "plot_run", "reverify_run", "PLOTS"]
+__all__ = ["check_run", "load_run", "TABLE_LEGEND", "format_table", "format_compress", "is_compress", "plot_run",
+           "reverify_run", "PLOTS"]
 
 PLOTS = DERIVED
 
@@ -103,13 +104,32 @@ def format_table(run: dict[str, Any]) -> str:
     return "\n".join(lines + [""] + _event_lines(run))
 
 
+def is_compress(run: dict[str, Any]) -> bool:
+    """True for a folder written by ``lyactl compress`` (one arm named "compress")."""
+    arms = run["summary"].get("arms", [])
+    return len(arms) == 1 and arms[0].get("arm") == "compress"
+
+
+def format_compress(run: dict[str, Any]) -> str:
+    """What a ``lyactl compress`` folder holds: size before and after against the target,
+    tokens, training FLOPs, wall, bits per byte before and after, then one line per event."""
+    a = run["summary"]["arms"][0]
+    reached = "reached" if a.get("reached_target") else "NOT reached"
+    lines = [f"compress, method {a.get('method')}: model FLOPs/token {_si(a['flops_per_token_before'])} -> "
+             f"{_si(a['flops_per_token_after'])} (ratio {a['flops_per_token_ratio']:.3f}, target "
+             f"{a.get('target_flops')}: {reached})",
+             f"tokens {a['tokens']}, training FLOPs {_si(a['train_flops'])}, wall-clock {a['wall_s']:.1f} s",
+             f"val bits/byte {a['val_bpb_before']:.4f} -> {a['val_bpb_after']:.4f}"]
+    return "\n".join(lines + [""] + _event_lines(run))
+
+
 def _event_lines(run: dict[str, Any]) -> list[str]:
     """One line per event: step, actions, groups, the monitors that certified them, min margin."""
     by_event: dict[int, list[dict[str, Any]]] = {}
     for d in run["decisions"]:
         by_event.setdefault(int(d["event_id"]), []).append(d)
     restored = {e for a in run["summary"]["arms"] for e in a.get("restored", [])}
-    fpt = next((a["fpt"] for a in run["summary"]["arms"] if a["controlled"]), [])
+    fpt = next((a.get("fpt", []) for a in run["summary"]["arms"] if a.get("controlled")), [])
     out = [f"decisions: {len(run['decisions'])} in {len(by_event)} events"]
     for eid, ds in sorted(by_event.items()):
         acts = sorted({d["action"] for d in ds})
@@ -117,14 +137,15 @@ def _event_lines(run: dict[str, Any]) -> list[str]:
         margins = []
         for d in ds:
             for c in d["certificates"]:
-                mons[c["monitor"]] = mons.get(c["monitor"], 0) + 1
+                key = c["monitor"] if c["verdict"] == "holds" else f"{c['monitor']} ({c['verdict']})"
+                mons[key] = mons.get(key, 0) + 1
                 margins.append(c["margin"] if c["margin"] is not None else math.nan)
         names = ", ".join(d["group"] for d in ds[:4]) + (f", ... (+{len(ds) - 4})" if len(ds) > 4 else "")
         cert = ", ".join(f"{m} x{n}" for m, n in sorted(mons.items()))
         tag = " [restored by the guard]" if eid in restored else ""
         step = int(ds[0]["step"])
-        before = [f for s, f in fpt if s < step][-1:] or [math.nan]
-        after = [f for s, f in fpt if s <= step][-1:] or [math.nan]
+        before = [f for s, f in fpt if s < step][-1:] or [_num(ds[0].get("flops_before"))]
+        after = [f for s, f in fpt if s <= step][-1:] or [_num(ds[0].get("flops_after"))]
         out.append(f"  event {eid} @ step {step}: {'/'.join(acts)} {len(ds)} group{'s' if len(ds) != 1 else ''} ({names}); "
                    f"model FLOPs/token {_si(before[0])} -> {_si(after[0])}; "
                    f"certificates: {cert}; min margin {min(margins):.3g}{tag}")
