@@ -212,7 +212,7 @@ def compress(model: nn.Module, batches: Batches, config: CompressConfig, *,
         loop.controller = controller(backend, cons)
     elif config.method == "oneshot":
         pre_events.append(_oneshot(backend, cons, batches, config, dev))
-    rounds = _rounds(backend, cons, batches, config, dev, size0) if config.method == "measured" else None
+    rounds = _rounds(backend, cons, batches, config, dev, size0, progress) if config.method == "measured" else None
     record = _train(model, teacher, loop, opt, batches, config, dev, on_report, progress,
                     hook=None if rounds is None else rounds)
     if rounds is not None:
@@ -274,7 +274,7 @@ def _oneshot(backend: TorchBackend, cons: tuple[Any, ...], batches: Batches, con
 
 
 def _rounds(backend: TorchBackend, cons: tuple[Any, ...], batches: Batches, config: CompressConfig,
-            dev: torch.device, size0: float) -> MeasuredRounds:
+            dev: torch.device, size0: float, progress: bool = False) -> MeasuredRounds:
     """Method ``"measured"``'s rounds, calibrated on ``calib_batches`` batches the training
     never draws."""
     if config.calib_batches < 2:
@@ -283,7 +283,7 @@ def _rounds(backend: TorchBackend, cons: tuple[Any, ...], batches: Batches, conf
     xy = torch.cat([torch.from_numpy(batches.batch(10**6 + i)[:rows]) for i in range(config.calib_batches)]).to(dev)
     return MeasuredRounds(backend, cons, xy[:, :-1], xy[:, 1:], config.calib_batches, config.round_steps,
                           config.target_flops,
-                          config.remove_eps, lambda: _size(backend), size0, logits)
+                          config.remove_eps, lambda: _size(backend), size0, logits, progress)
 
 
 def _train(model: nn.Module, teacher: nn.Module | None, loop: Lyactl, opt: torch.optim.Optimizer,

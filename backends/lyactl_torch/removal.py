@@ -96,15 +96,19 @@ def batch_losses(model: nn.Module, X: torch.Tensor, Y: torch.Tensor, m: int,
 
 
 def ablation_losses(layout: Layout, X: torch.Tensor, Y: torch.Tensor, m: int,
-                    logits: Callable[[nn.Module, torch.Tensor], torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+                    logits: Callable[[nn.Module, torch.Tensor], torch.Tensor],
+                    progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """``(dL [m, n_groups], base [m])``: each live group's paired loss increase per batch
-    (NaN for groups already pruned: never chosen); one host sync."""
+    (NaN for groups already pruned: never chosen); one host sync. ``progress``: a tqdm bar
+    over the groups."""
+    from tqdm.auto import tqdm
+
     model, was = layout.model, layout.model.training
     model.eval()
     try:
         base = batch_losses(model, X, Y, m, logits)
         rows = []
-        for i in range(len(layout.groups)):
+        for i in tqdm(range(len(layout.groups)), desc="measure removals", disable=not progress, leave=False):
             if layout.is_pruned(i):
                 rows.append(torch.full_like(base, float("nan")))
                 continue
@@ -121,7 +125,8 @@ def ablation_losses(layout: Layout, X: torch.Tensor, Y: torch.Tensor, m: int,
 
 def measured_round(backend: Any, constraints: Sequence[Any], X: torch.Tensor, Y: torch.Tensor, m: int,
                    target: float, *, step: int, eps: float, event_id: int,
-                   logits: Callable[[nn.Module, torch.Tensor], torch.Tensor]) -> tuple[Event, dict[str, Any]]:
+                   logits: Callable[[nn.Module, torch.Tensor], torch.Tensor],
+                   progress: bool = False) -> tuple[Event, dict[str, Any]]:
     """Measure every live group (:func:`ablation_losses`), prune to ``target`` of the FLOPs the
     model has now by the lowest certified cost per FLOP
     (:func:`lyactl.control.removal_cost.measured_event`), apply it on ``backend``, and measure
@@ -131,7 +136,7 @@ def measured_round(backend: Any, constraints: Sequence[Any], X: torch.Tensor, Y:
         raise InvalidArgumentError(bad_arg("target", "a number in (0, 1]", target))
     t0 = time.perf_counter()
     layout = backend.layout
-    dL, base = ablation_losses(layout, X, Y, m, logits)
+    dL, base = ablation_losses(layout, X, Y, m, logits, progress)
     costs: RemovalCosts = removal_costs(dL, float(base.mean()))
     status = np.where(np.array(layout.pruned_mask()), PRUNED, 0).astype(np.int8)
     event = measured_event(backend.groups(), constraints, costs, backend.flops_model, float(target), step=step,
@@ -161,12 +166,13 @@ class MeasuredRounds:
 
     def __init__(self, backend: Any, constraints: Sequence[Any], X: torch.Tensor, Y: torch.Tensor, m: int,
                  steps: Sequence[int], target: float, eps: float, size: Callable[[], float], size0: float,
-                 logits: Callable[[nn.Module, torch.Tensor], torch.Tensor]) -> None:
+                 logits: Callable[[nn.Module, torch.Tensor], torch.Tensor], progress: bool = False) -> None:
         if len(set(steps)) != len(steps) or not steps:
             raise InvalidArgumentError(bad_arg("steps", "distinct round steps, at least one", list(steps)))
         self.backend, self.constraints, self.X, self.Y, self.m = backend, tuple(constraints), X, Y, m
         self.at = {int(s): k for k, s in enumerate(steps)}
         self.target, self.eps, self.size, self.size0, self.logits = target, eps, size, size0, logits
+        self.progress = progress
         self.events: list[Event] = []
         self.records: list[dict[str, Any]] = []
 
@@ -177,7 +183,7 @@ class MeasuredRounds:
         rel = min(1.0, self.target ** ((k + 1) / len(self.at)) * self.size0 / self.size())
         forward_fpt = self.size() / 3.0  # training FLOPs/token are 3x the forward's
         event, rec = measured_round(self.backend, self.constraints, self.X, self.Y, self.m, rel, step=step,
-                                    eps=self.eps, event_id=k, logits=self.logits)
+                                    eps=self.eps, event_id=k, logits=self.logits, progress=self.progress)
         rec["flops"] = rec["forwards"] * self.X.numel() * forward_fpt  # measured before the cut: an upper bound
         self.events.append(event)
         self.records.append(rec)
