@@ -28,7 +28,10 @@ The bound is for one group removed alone. Removals interact (two heads that back
 up each look cheap), so every event also records the sum of the chosen groups' means and
 upper bounds; the backend then measures the joint increase on the same batches
 (:func:`lyactl_torch.removal.apply_measured_round`), the falsifiable part: where the measured
-joint cost exceeds the sum of the bounds, additivity failed and the record shows it.
+joint cost exceeds the sum of the bounds, additivity failed and the record shows it. To second
+order the gap is exactly the cross-curvature ``sum_{a<b} w_a^T H_ab w_b`` of the removed groups
+(``theory/removal.py``): zero for groups that do not interact through the loss, positive for
+redundant ones, and it grows with the square of the number removed at once.
 
 Cost here: O(m n) for the bounds and O(log n) selections of :func:`cheapest_to_target`.
 """
