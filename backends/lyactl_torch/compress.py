@@ -63,13 +63,13 @@ from lyactl.control.settled import settled_monitor
 from lyactl.errors import InvalidArgumentError, NonFiniteError, bad_arg
 
 from .backend import TorchBackend
+from .compress_config import METHODS, PRIORS, CompressConfig
 from .corpus import Batches
 from .freeze import is_frozen
 from .flops import flops_per_token, model_flops_per_token
 from .flops_model import flops_with
 from .hf import hf_adapters, uniform_constraints
 from .importance import activation_importance, oneshot_event
-from .compress_config import METHODS, PRIORS, CompressConfig
 from .loop import Lyactl
 from .removal import MeasuredRounds
 from .scoring import logits_of
@@ -282,8 +282,7 @@ def _rounds(backend: TorchBackend, cons: tuple[Any, ...], batches: Batches, conf
     rows = config.calib_rows or config.batch_size
     xy = torch.cat([torch.from_numpy(batches.batch(10**6 + i)[:rows]) for i in range(config.calib_batches)]).to(dev)
     return MeasuredRounds(backend, cons, xy[:, :-1], xy[:, 1:], config.calib_batches, config.round_steps,
-                          config.target_flops,
-                          config.remove_eps, lambda: _size(backend), size0, logits, progress)
+                          config.target_flops, config.remove_eps, lambda: _size(backend), size0, logits, progress)
 
 
 def _train(model: nn.Module, teacher: nn.Module | None, loop: Lyactl, opt: torch.optim.Optimizer,

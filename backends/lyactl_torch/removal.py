@@ -24,7 +24,8 @@ and one host sync for all of them.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -82,6 +83,17 @@ def restore(saved: Saved) -> None:
         p.index_copy_(dim, idx, values)
 
 
+@contextmanager
+def _evaluating(model: nn.Module) -> Iterator[None]:
+    """``model`` in eval mode for the block, its training flag restored after (also on error)."""
+    was = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was)
+
+
 @torch.no_grad()
 def batch_losses(model: nn.Module, X: torch.Tensor, Y: torch.Tensor, m: int,
                  logits: Callable[[nn.Module, torch.Tensor], torch.Tensor]) -> torch.Tensor:
@@ -103,13 +115,12 @@ def ablation_losses(layout: Layout, X: torch.Tensor, Y: torch.Tensor, m: int,
     over the groups."""
     from tqdm.auto import tqdm
 
-    model, was = layout.model, layout.model.training
-    model.eval()
-    try:
+    model, pruned = layout.model, layout.pruned_mask()
+    with _evaluating(model):
         base = batch_losses(model, X, Y, m, logits)
         rows = []
         for i in tqdm(range(len(layout.groups)), desc="measure removals", disable=not progress, leave=False):
-            if layout.is_pruned(i):
+            if pruned[i]:
                 rows.append(torch.full_like(base, float("nan")))
                 continue
             saved = zero_group(layout, i)
@@ -117,8 +128,6 @@ def ablation_losses(layout: Layout, X: torch.Tensor, Y: torch.Tensor, m: int,
                 rows.append(batch_losses(model, X, Y, m, logits) - base)
             finally:
                 restore(saved)
-    finally:
-        model.train(was)
     dL = torch.stack(rows, dim=1).double().cpu().numpy()
     return dL, base.double().cpu().numpy()
 
@@ -144,12 +153,10 @@ def measured_round(backend: Any, constraints: Sequence[Any], X: torch.Tensor, Y:
     measured_s = time.perf_counter() - t0
     if event.decisions:
         backend.apply(event)
-    model, was = layout.model, layout.model.training
-    model.eval()
-    after = batch_losses(model, X, Y, m, logits).double().cpu().numpy()
-    model.train(was)
-    rec = {"step": step, "event_id": event_id, "forwards": int(np.isfinite(dL[0]).sum()) + 2, "target": float(target), "taken": event.meta["taken"],
-           "certified": event.meta["certified"], "tol": event.meta["tol"], "sum_mean": event.meta["sum_mean"],
+    with _evaluating(layout.model):
+        after = batch_losses(layout.model, X, Y, m, logits).double().cpu().numpy()
+    rec = {"step": step, "event_id": event_id, "forwards": int(np.isfinite(dL[0]).sum()) + 2, "target": float(target),
+           "taken": event.meta["taken"], "certified": event.meta["certified"], "tol": event.meta["tol"], "sum_mean": event.meta["sum_mean"],
            "sum_upper": event.meta["sum_upper"], "joint": float((after - base).mean()),
            "base_loss": float(base.mean()), "flops_ratio": event.flops_after / event.flops_before,
            "measure_s": measured_s, "seconds": time.perf_counter() - t0}
@@ -180,8 +187,9 @@ class MeasuredRounds:
         k = self.at.get(step)
         if k is None:
             return False
-        rel = min(1.0, self.target ** ((k + 1) / len(self.at)) * self.size0 / self.size())
-        forward_fpt = self.size() / 3.0  # training FLOPs/token are 3x the forward's
+        size = self.size()
+        rel = min(1.0, self.target ** ((k + 1) / len(self.at)) * self.size0 / size)
+        forward_fpt = size / 3.0  # training FLOPs/token are 3x the forward's
         event, rec = measured_round(self.backend, self.constraints, self.X, self.Y, self.m, rel, step=step,
                                     eps=self.eps, event_id=k, logits=self.logits, progress=self.progress)
         rec["flops"] = rec["forwards"] * self.X.numel() * forward_fpt  # measured before the cut: an upper bound

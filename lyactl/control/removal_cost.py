@@ -170,17 +170,16 @@ def measured_event(groups: Sequence[Group], constraints: Sequence[Constraint], c
     chosen groups' means and bounds, how many were certified, ``tol``."""
     if not (math.isfinite(eps) and eps > 0):
         raise InvalidArgumentError(bad_arg("eps", "a number > 0", eps))
-    saves = flops_saved(len(groups), flops_model, status, np.isfinite(costs.upper))
-    rate = np.where(saves > 0, costs.upper / np.where(saves > 0, saves, 1.0), np.inf)
-    chosen = cheapest_to_target(groups, constraints, rate, flops_model, target, status)
-    tol = eps * abs(costs.base_loss)
-    certs = {i: removal_certificate(costs, i, tol, step) for i, _ in chosen}
-    decisions = tuple(Decision(step, groups[i].name, i, Action.PRUNE, (certs[i],)) for i, _ in chosen)
     before = np.zeros(len(groups), np.int8) if status is None else np.asarray(status, np.int8)
+    saves = flops_saved(len(groups), flops_model, before, np.isfinite(costs.upper))
+    rate = np.where(saves > 0, costs.upper / np.where(saves > 0, saves, 1.0), np.inf)
+    idx = [i for i, _ in cheapest_to_target(groups, constraints, rate, flops_model, target, before)]
+    tol = eps * abs(costs.base_loss)
+    certs = {i: removal_certificate(costs, i, tol, step) for i in idx}
+    decisions = tuple(Decision(step, groups[i].name, i, Action.PRUNE, (certs[i],)) for i in idx)
     after = before.copy()
-    after[[i for i, _ in chosen]] = PRUNED
-    idx = [i for i, _ in chosen]
-    meta = {"rule": "removal-cost", "tol": tol, "sum_mean": float(np.sum(costs.mean[idx])) if idx else 0.0,
-            "sum_upper": float(np.sum(costs.upper[idx])) if idx else 0.0,
+    after[idx] = PRUNED
+    meta = {"rule": "removal-cost", "tol": tol, "sum_mean": float(np.sum(costs.mean[idx])),
+            "sum_upper": float(np.sum(costs.upper[idx])),
             "certified": sum(c.verdict is Verdict.HOLDS for c in certs.values()), "taken": len(idx)}
     return Event(event_id, step, decisions, flops_model(before), flops_model(after), meta)
